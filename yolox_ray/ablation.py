@@ -104,8 +104,9 @@ class ScaleSpec:
 
 def _quick_spec() -> ScaleSpec:
     side = 256
+    # num_classes: the synthetic set's 8 shape classes (yolox_ray.data.synthetic.SYNTHETIC_CLASSES).
     backbone = ModelConfig(backbone="cspdarknet", neck="pafpn", depth=0.33, width=0.25, depthwise=False, act="silu",
-                           num_classes=80)
+                           num_classes=8)
     train = TrainConfig(
         epochs=12, warmup_epochs=1, no_aug_epochs=2, batch_size=16, lr_per_image=0.02 / 64,
         eval_interval=12, multiscale_interval=10, ema=True, ema_ramp=200.0, print_interval=10,

@@ -414,9 +414,23 @@ def run_report_cli(args: Any) -> int:
     return 0
 
 
-def default_tracking_uri() -> str:
-    """The local SQLite store `yolox-ray` writes by default (read directly; no server needed to report)."""
-    db = Path("mlruns") / "mlflow.db"
+def default_tracking_uri(root: str | Path = "mlruns") -> str:
+    """The local store `yolox-ray` writes by default: its running server if there is one, else
+    the SQLite file itself (reading needs no server)."""
+    import json
+
+    from yolox_ray.cluster.tracking import server_healthy
+
+    root = Path(root)
+    record = root / "server.json"
+    if record.exists():
+        try:
+            uri = str(json.loads(record.read_text())["uri"])
+        except (ValueError, KeyError):
+            uri = ""
+        if uri and server_healthy(uri):
+            return uri
+    db = root / "mlflow.db"
     if not db.exists():
-        raise ReportError(f"no MLflow store at {db.resolve()}; pass --tracking-uri")
+        raise ReportError(f"no MLflow store at {db.resolve()}; run a study first or pass --tracking-uri")
     return f"sqlite:///{db.resolve()}"
