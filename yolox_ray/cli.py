@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a checkpoint of ours or an official model-zoo .pth")
     p.add_argument("--weights", required=True)
     _add_experiment_args(p)
+    p.set_defaults(data=None)  # default: the checkpoint's own dataset (synthetic for official weights)
     p.add_argument("--conf", type=float, default=None)
     p.add_argument("--legacy", action="store_true", help="2021 weights: RGB/255 ImageNet-normalised input")
 
