@@ -85,3 +85,16 @@ def test_split_of_params_between_backbone_neck_head():
         assert split(build_model("yolox_s")) == (4_212_672, 2_834_688, 1_920_895)
         assert split(build_model("yolox_nano")) == (459_968, 347_424, 104_767)
         assert split(build_model("yolox_darknet53")) == (52_651_744, 3_692_544, 7_380_479)
+
+
+def test_other_head_combinations_build():
+    # Reference §3.1 "(extra)" row: coupled 3×3+1×1 head, anchor-free (85 outputs) on Darknet53.
+    from dataclasses import replace
+
+    from yolox_ray.config import model_preset
+
+    with torch.device("meta"):
+        assert count_params(build_model(replace(model_preset("yolov3_coupled"), n_anchors=1))) == 62_693_599
+    # Any neck with any head: nano's PAFPN with the anchor-based coupled head.
+    model = build_model(replace(model_preset("yolox_nano"), head="coupled", n_anchors=3), num_classes=4)
+    assert model.train()(torch.zeros(1, 3, 64, 64)).shape == (1, 3 * (64 + 16 + 4), 9)
