@@ -1,0 +1,597 @@
+"""MLflow tracking for studies: the local server, the parent/child runs, and the engine logger.
+
+Layout of a local tracking store (``root``, default ``./mlruns``)::
+
+    mlruns/
+      mlflow.db        SQLite backend store (only the server process opens it)
+      artifacts/       artifact store, served by the server (``mlflow-artifacts:/`` URIs)
+      server.json      {"pid", "port", "uri", "owner_pid"} of the running server
+      server.log       the server's stdout/stderr
+
+`start_server(root)` starts ``mlflow server`` on 127.0.0.1 in its own process group (or reuses
+the one `server.json` points at if it still answers ``/health``), so trial processes only talk
+HTTP and never open SQLite themselves (ray_stack.md §5, §8.11). A server whose owner died (e.g. a
+killed sweep driver) is adopted by the next process that reuses it, which then stops it.
+
+Runs: one **parent run per study** (`ensure_study_run`, its id kept in ``<study_dir>/mlflow.json``
+and re-used on resume) and one **child run per trial** (`ensure_trial_run`, tagged
+``mlflow.parentRunId`` and ``trial_id``, found again with ``search_runs`` on resume, so a resumed
+trial writes into the same run and never a new one). The child run is created by the Tune trial
+function on the driver side before its TorchTrainer starts; rank 0 of the Train run then logs into
+it through `MLflowTrialLogger`, an engine callback (``yolox_ray.engine.trainer.Callback``).
+
+Metric names written by `MLflowTrialLogger`:
+
+- per logged iteration (step = global iteration): ``train/<key>`` for every number the engine passes
+  (loss terms, ``lr``, ``fg_per_gt``, ``iter_time``, ...);
+- per epoch (step = epoch, 1-based): every numeric epoch metric under its own name (``loss``,
+  ``lr``, ``best_AP``, ``epoch_seconds`` ...); after an evaluation also the 12 COCO stats
+  (``AP AP50 AP75 APs APm APl AR1 AR10 AR100 ARs ARm ARl``); COCO stats are *not* logged on epochs
+  without an evaluation, so curves show real points only;
+- ``best_checkpoint_AP`` (step = epoch) each time ``checkpoints/best_ckpt.pth`` is uploaded.
+
+Artifacts: ``config.yaml`` (resolved config), ``checkpoints/best_ckpt.pth``,
+``per_class_ap/epoch_NNN.csv`` (when the epoch metrics carry ``per_class_ap``), ``curves.png``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import fcntl
+import io
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from yolox_ray.cluster.ray_setup import free_port
+
+LOCAL_HOST = "127.0.0.1"
+COCO_STAT_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+STUDY_RUN_FILE = "mlflow.json"
+# MLflow limits (mlflow.utils.validation): 1000 metrics / 100 params / 100 tags per log_batch call.
+_MAX_METRICS_PER_BATCH = 1000
+_MAX_PARAMS_PER_BATCH = 100
+
+
+class TrackingError(RuntimeError):
+    """The MLflow server could not be started/reached, or a run could not be found/created."""
+
+
+# =============================================================================================
+# Server lifecycle
+
+
+@dataclass(frozen=True)
+class TrackingServer:
+    """A running ``mlflow server``. `owned`: this process is responsible for stopping it."""
+
+    uri: str
+    pid: int
+    port: int
+    root: Path
+    owned: bool
+
+    @property
+    def record_path(self) -> Path:
+        return self.root / "server.json"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still "exists"; reap it if it is ours.
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    except ChildProcessError:
+        pass
+    return True
+
+
+def server_healthy(uri: str, timeout_s: float = 2.0) -> bool:
+    """True if ``GET <uri>/health`` answers 200."""
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _is_mlflow_process(pid: int) -> bool:
+    try:
+        return b"mlflow" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _wait_healthy(uri: str, pid: int, timeout_s: float, log_path: Path | None, kill_on_timeout: bool = True) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server_healthy(uri):
+            return
+        if not _pid_alive(pid):
+            break
+        time.sleep(0.5)
+    tail = ""
+    if log_path is not None and log_path.exists():
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-20:])
+    alive = _pid_alive(pid)
+    if alive and kill_on_timeout:
+        _kill_group(pid)
+    raise TrackingError(
+        f"MLflow server at {uri} (pid {pid}) did not become healthy within {timeout_s:.0f} s"
+        f"{' (it exited)' if not alive else ' and was stopped' if kill_on_timeout else ''}; last lines of {log_path}:\n{tail}")
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def start_server(root: str | Path = "mlruns", *, port: int | None = None, timeout_s: float = 180.0) -> TrackingServer:
+    """Start (or reuse) a local MLflow tracking server over ``<root>/mlflow.db`` on 127.0.0.1.
+
+    Reuse: if ``<root>/server.json`` names a live server that answers ``/health``, it is returned
+    (owned only if the process that started it is gone, i.e. it is adopted). Otherwise a new
+    ``mlflow server`` is started in its own session/process group; the call waits for
+    ``/health`` (the first start migrates the SQLite schema and can take ~30 s on a loaded box).
+    """
+    root = Path(root).expanduser().resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    record = root / "server.json"
+    with _locked(root / "server.lock"):
+        if record.exists():
+            try:
+                info = json.loads(record.read_text())
+                pid, uri, rec_port = int(info["pid"]), str(info["uri"]), int(info["port"])
+                owner = int(info.get("owner_pid", -1))
+            except (ValueError, KeyError, TypeError):
+                pid, uri, rec_port, owner = -1, "", 0, -1
+            if pid > 0 and _pid_alive(pid) and _is_mlflow_process(pid):
+                if not server_healthy(uri):  # may still be starting: give it time
+                    _wait_healthy(uri, pid, timeout_s, root / "server.log", kill_on_timeout=False)
+                adopt = not _pid_alive(owner) or owner == os.getpid()
+                if adopt:
+                    info["owner_pid"] = os.getpid()
+                    record.write_text(json.dumps(info))
+                return TrackingServer(uri=uri, pid=pid, port=rec_port, root=root, owned=adopt)
+            record.unlink()  # stale record of a dead server
+        port = port or free_port()
+        uri = f"http://{LOCAL_HOST}:{port}"
+        if server_healthy(uri):
+            raise TrackingError(f"port {port} is already serving something else; pass another port")
+        artifacts = root / "artifacts"
+        artifacts.mkdir(exist_ok=True)
+        cmd = [sys.executable, "-m", "mlflow", "server",
+               "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+               "--artifacts-destination", artifacts.as_uri(),
+               "--host", LOCAL_HOST, "--port", str(port), "--workers", "1"]
+        log_path = root / "server.log"
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, cwd=str(root))
+        _wait_healthy(uri, proc.pid, timeout_s, log_path)
+        record.write_text(json.dumps({"pid": proc.pid, "port": port, "uri": uri, "owner_pid": os.getpid(),
+                                      "started_at": time.time()}))
+        return TrackingServer(uri=uri, pid=proc.pid, port=port, root=root, owned=True)
+
+
+def _kill_group(pid: int, timeout_s: float = 20.0) -> None:
+    """SIGTERM the process group led by `pid`, then SIGKILL whatever is left after `timeout_s`."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not _pid_alive(pid):
+                # The leader is gone; give its group (uvicorn, job runner) a moment, then make sure.
+                time.sleep(0.2)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+                return
+            time.sleep(0.1)
+
+
+def stop_server(server: TrackingServer) -> None:
+    """Stop the server's whole process group and remove its record (whoever started it)."""
+    _kill_group(server.pid)
+    with _locked(server.root / "server.lock"):
+        with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
+            if json.loads(server.record_path.read_text())["pid"] == server.pid:
+                server.record_path.unlink()
+
+
+@contextlib.contextmanager
+def tracking_session(tracking_uri: str | None = None, root: str | Path = "mlruns") -> Iterator[str]:
+    """Yield a tracking URI: `tracking_uri` as given, else a local server under `root` (stopped on
+    exit if this process started or adopted it)."""
+    if tracking_uri:
+        yield tracking_uri
+        return
+    server = start_server(root)
+    try:
+        yield server.uri
+    finally:
+        if server.owned:
+            stop_server(server)
+
+
+def run_ui_cli(args: Any) -> int:
+    """`yolox-ray ui [--port P] [--mlruns DIR]`: the MLflow UI on 127.0.0.1 until Ctrl-C.
+
+    Reuses the study server if one is running over that store (it serves the same UI), else
+    serves the store itself with ``mlflow ui``.
+    """
+    root = Path(getattr(args, "mlruns", "mlruns")).expanduser().resolve()
+    record = root / "server.json"
+    if record.exists():
+        with contextlib.suppress(ValueError, KeyError):
+            info = json.loads(record.read_text())
+            if _pid_alive(int(info["pid"])) and server_healthy(info["uri"]):
+                print(f"MLflow UI (study server already running): {info['uri']}", flush=True)
+                return 0
+    if not (root / "mlflow.db").exists():
+        print(f"yolox-ray ui: no MLflow store at {root} (expected {root / 'mlflow.db'})", file=sys.stderr)
+        return 2
+    port = int(getattr(args, "port", 5000) or 5000)
+    uri = f"http://{LOCAL_HOST}:{port}"
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+           "--artifacts-destination", (root / "artifacts").as_uri(), "--host", LOCAL_HOST, "--port", str(port),
+           "--workers", "1"]
+    proc = subprocess.Popen(cmd, start_new_session=True, cwd=str(root))
+    try:
+        _wait_healthy(uri, proc.pid, 180.0, None)
+        print(f"MLflow UI: {uri}  (Ctrl-C to stop)", flush=True)
+        proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        _kill_group(proc.pid)
+    return 0
+
+
+# =============================================================================================
+# Parent (study) and child (trial) runs
+
+
+def client_for(tracking_uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def git_commit() -> str | None:
+    """The commit of the source tree (suffix ``-dirty`` with local changes); None if unknown."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10)
+        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def get_or_create_experiment(client: Any, name: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name)
+    except Exception:  # created concurrently by another process
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    tracking_uri: str
+    experiment_id: str
+    run_id: str  # the parent run
+
+    def url(self, run_id: str | None = None) -> str:
+        return run_url(self.tracking_uri, self.experiment_id, run_id or self.run_id)
+
+
+def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    if tracking_uri.startswith("http"):
+        return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{tracking_uri} experiment {experiment_id} run {run_id}"
+
+
+def _str_tags(tags: Mapping[str, Any]) -> dict[str, str]:
+    return {k: str(v) for k, v in tags.items() if v is not None}
+
+
+def ensure_study_run(tracking_uri: str, *, study: str, study_dir: str | Path, experiment_name: str | None = None,
+                     tags: Mapping[str, Any] | None = None) -> StudyRun:
+    """The study's parent run: re-used from ``<study_dir>/mlflow.json`` if it exists on this
+    server (set back to RUNNING), else created (and its id written there)."""
+    client = client_for(tracking_uri)
+    path = Path(study_dir) / STUDY_RUN_FILE
+    if path.exists():
+        info = json.loads(path.read_text())
+        try:
+            run = client.get_run(info["run_id"])
+        except Exception:  # not on this server (another store): start a new parent below
+            warnings.warn(f"parent run {info.get('run_id')} of study {study!r} is not on {tracking_uri}; "
+                          "creating a new one", stacklevel=2)
+        else:
+            if run.info.status != "RUNNING":
+                client.update_run(run.info.run_id, status="RUNNING")
+            if info.get("tracking_uri") != tracking_uri:  # e.g. the local server came back on another port
+                info["tracking_uri"] = tracking_uri
+                path.write_text(json.dumps(info, indent=1))
+            return StudyRun(tracking_uri, run.info.experiment_id, run.info.run_id)
+    exp_id = get_or_create_experiment(client, experiment_name or study)
+    all_tags = {"study": study, "kind": "study", "git_commit": git_commit()}
+    all_tags.update(tags or {})
+    run = client.create_run(exp_id, run_name=study, tags=_str_tags(all_tags))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"run_id": run.info.run_id, "experiment_id": exp_id, "tracking_uri": tracking_uri,
+                                "study": study}, indent=1))
+    return StudyRun(tracking_uri, exp_id, run.info.run_id)
+
+
+def find_trial_run(client: Any, experiment_id: str, parent_run_id: str, trial_id: str) -> Any | None:
+    """The child run of `trial_id` under `parent_run_id` (the oldest if several), or None."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.trial_id = '{trial_id}'",
+        order_by=["attributes.start_time ASC"], max_results=10)
+    return runs[0] if runs else None
+
+
+def ensure_trial_run(study_run: StudyRun, trial_id: str, *, run_name: str, tags: Mapping[str, Any]) -> str:
+    """The child run of one trial: found again by its ``trial_id`` tag (and set back to RUNNING)
+    on a retry/resume, created otherwise. Returns its run id."""
+    client = client_for(study_run.tracking_uri)
+    run = find_trial_run(client, study_run.experiment_id, study_run.run_id, trial_id)
+    if run is not None:
+        if run.info.status != "RUNNING":
+            client.update_run(run.info.run_id, status="RUNNING")
+        client.set_tag(run.info.run_id, "resumed", "true")
+        return run.info.run_id
+    all_tags = {"mlflow.parentRunId": study_run.run_id, "trial_id": trial_id, "kind": "trial",
+                "git_commit": git_commit()}
+    all_tags.update(tags)
+    run = client.create_run(study_run.experiment_id, run_name=run_name, tags=_str_tags(all_tags))
+    return run.info.run_id
+
+
+def finish_run(tracking_uri: str, run_id: str, status: str = "FINISHED", tags: Mapping[str, Any] | None = None) -> None:
+    """Set a run's final status (FINISHED, FAILED or KILLED) and optional tags."""
+    client = client_for(tracking_uri)
+    for key, value in _str_tags(tags or {}).items():
+        client.set_tag(run_id, key, value)
+    client.set_terminated(run_id, status=status)
+
+
+def child_runs(tracking_uri: str, experiment_id: str, parent_run_id: str) -> list[Any]:
+    client = client_for(tracking_uri)
+    return client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+                              max_results=10000)
+
+
+# =============================================================================================
+# The engine callback (rank 0 of a Train run)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:  # numpy / torch scalars
+        import numbers
+
+        if isinstance(value, numbers.Real):
+            return float(value)
+        if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+            return float(value.item())
+    except (TypeError, ValueError):
+        pass
+    return None
+
+
+class MLflowTrialLogger:
+    """Engine callback that logs one trial into an existing MLflow run (rank 0 only).
+
+    Logging problems (server unreachable, ...) are reported as warnings and never stop training;
+    the run's status is left to the owner of the run (the Tune trial function).
+    """
+
+    def __init__(self, tracking_uri: str, run_id: str, *, flush_every_s: float = 10.0,
+                 flush_every_n: int = 500, log_checkpoints: bool = True, log_curves: bool = True):
+        self.tracking_uri = tracking_uri
+        self.run_id = run_id
+        self.flush_every_s = flush_every_s
+        self.flush_every_n = flush_every_n
+        self.log_checkpoints = log_checkpoints
+        self.log_curves = log_curves
+        self._client = None
+        self._buffer: list[Any] = []
+        self._last_flush = time.monotonic()
+        self._best_logged: float | None = None
+        self._warned: set[str] = set()
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = client_for(self.tracking_uri)
+        return self._client
+
+    def _safe(self, what: str, fn, *args, **kwargs) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - tracking must never kill a training run
+            if what not in self._warned:
+                self._warned.add(what)
+                warnings.warn(f"MLflow logging ({what}) failed for run {self.run_id}: {exc!r}", stacklevel=2)
+            return None
+
+    @staticmethod
+    def _is_rank0(trainer: Any) -> bool:
+        return int(getattr(trainer, "rank", 0)) == 0
+
+    def _metric(self, key: str, value: float, step: int):
+        from mlflow.entities import Metric
+
+        return Metric(key=key, value=value, timestamp=int(time.time() * 1000), step=int(step))
+
+    def flush(self) -> None:
+        while self._buffer:
+            batch, self._buffer = self._buffer[:_MAX_METRICS_PER_BATCH], self._buffer[_MAX_METRICS_PER_BATCH:]
+            self._safe("log_batch", self.client.log_batch, self.run_id, metrics=batch)
+        self._last_flush = time.monotonic()
+
+    # -- callback methods ---------------------------------------------------------------------
+
+    def on_train_start(self, trainer: Any) -> None:
+        if not self._is_rank0(trainer):
+            return
+        from mlflow.entities import Param
+
+        from yolox_ray.config import dump_yaml, to_flat_dict
+
+        if hasattr(trainer, "tracking_run_id") and getattr(trainer, "tracking_run_id", None) is None:
+            trainer.tracking_run_id = self.run_id  # saved in checkpoints
+        run = self._safe("get_run", self.client.get_run, self.run_id)
+        if run is None:
+            return
+        best = run.data.metrics.get("best_checkpoint_AP")
+        self._best_logged = float(best) if best is not None else None
+        if run.data.params:  # resumed run: parameters were logged by the first attempt
+            return
+        flat = to_flat_dict(trainer.cfg)
+        params = [Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v)) for k, v in flat.items()]
+        for i in range(0, len(params), _MAX_PARAMS_PER_BATCH):
+            self._safe("log params", self.client.log_batch, self.run_id, params=params[i:i + _MAX_PARAMS_PER_BATCH])
+        self._safe("config artifact", self.client.log_text, self.run_id, dump_yaml(trainer.cfg), "config.yaml")
+
+    def on_iter_end(self, trainer: Any, step: int, metrics: Mapping[str, Any]) -> None:
+        if not self._is_rank0(trainer):
+            return
+        for key, value in metrics.items():
+            number = _number(value)
+            if number is not None:
+                self._buffer.append(self._metric(f"train/{key}", number, step))
+        if len(self._buffer) >= self.flush_every_n or time.monotonic() - self._last_flush >= self.flush_every_s:
+            self.flush()
+
+    def on_epoch_end(self, trainer: Any, epoch: int, metrics: Mapping[str, Any],
+                     checkpoint: Mapping[str, Any] | None) -> None:
+        if not self._is_rank0(trainer):
+            return
+        evaluated = bool(metrics.get("evaluated", any(k in metrics for k in COCO_STAT_KEYS[2:])))
+        for key, value in metrics.items():
+            if key in COCO_STAT_KEYS and not evaluated:
+                continue  # AP/AP50 carried over from an earlier evaluation: not a new point
+            number = _number(value)
+            if number is not None:
+                self._buffer.append(self._metric(key, number, epoch))
+        self.flush()
+        per_class = metrics.get("per_class_ap")
+        if evaluated and per_class:
+            self._safe("per-class AP", self.client.log_text, self.run_id, _per_class_csv(per_class),
+                       f"per_class_ap/epoch_{int(epoch):03d}.csv")
+        ap = _number(metrics.get("AP"))
+        if (self.log_checkpoints and evaluated and checkpoint is not None and ap is not None
+                and (self._best_logged is None or ap > self._best_logged)):
+            if self._safe("best checkpoint", self._upload_checkpoint, checkpoint) is not None:
+                self._best_logged = ap
+                self._safe("best_checkpoint_AP", self.client.log_batch, self.run_id,
+                           metrics=[self._metric("best_checkpoint_AP", ap, epoch)])
+                self._safe("best_epoch tag", self.client.set_tag, self.run_id, "best_epoch", str(int(epoch)))
+
+    def _upload_checkpoint(self, checkpoint: Mapping[str, Any]) -> bool:
+        import torch
+
+        with tempfile.TemporaryDirectory(prefix="yolox_ckpt_") as tmp:
+            path = Path(tmp) / "best_ckpt.pth"
+            torch.save(dict(checkpoint), path)
+            self.client.log_artifact(self.run_id, str(path), "checkpoints")
+        return True
+
+    def on_train_end(self, trainer: Any, summary: Mapping[str, Any]) -> None:
+        if not self._is_rank0(trainer):
+            return
+        self.flush()
+        final = []
+        for key, value in summary.items():
+            number = _number(value)
+            if number is not None and math.isfinite(number):
+                final.append(self._metric(f"final/{key}", number, int(getattr(trainer, "epoch", 0))))
+        if final:
+            self._safe("final metrics", self.client.log_batch, self.run_id, metrics=final)
+        if self.log_curves:
+            self._safe("curves", self._log_curves)
+
+    def _log_curves(self) -> None:
+        from matplotlib.figure import Figure
+
+        panels = [("train/loss", "loss (per logged iteration)"), ("train/lr", "lr"),
+                  ("AP", "AP (evaluated epochs)"), ("AP50", "AP50 (evaluated epochs)")]
+        histories = {k: self.client.get_metric_history(self.run_id, k) for k, _ in panels}
+        if not any(histories.values()):
+            return
+        fig = Figure(figsize=(9, 6), tight_layout=True)
+        for i, (key, title) in enumerate(panels):
+            ax = fig.add_subplot(2, 2, i + 1)
+            points = sorted((m.step, m.value) for m in histories[key])
+            if points:
+                ax.plot([p[0] for p in points], [p[1] for p in points], marker="." if len(points) < 50 else None)
+            ax.set_title(title)
+            ax.set_xlabel("epoch" if key in COCO_STAT_KEYS else "iteration")
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=90)
+        with tempfile.TemporaryDirectory(prefix="yolox_curves_") as tmp:
+            path = Path(tmp) / "curves.png"
+            path.write_bytes(buf.getvalue())
+            self.client.log_artifact(self.run_id, str(path))
+
+
+def _per_class_csv(per_class: Any) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["class", "AP"])
+    items = per_class.items() if isinstance(per_class, Mapping) else enumerate(per_class)
+    for name, value in items:
+        number = _number(value)
+        writer.writerow([name, "" if number is None else f"{number:.6f}"])
+    return out.getvalue()
