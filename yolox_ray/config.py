@@ -180,6 +180,9 @@ class DataConfig:
     pipeline: Literal["current", "legacy_2021"] = "current"
     mosaic_prob: float = 1.0
     mosaic_scale: tuple[float, float] = (0.1, 2.0)
+    # Drop boxes already <= min_box_size after the mosaic crop, before the affine. Off = official: a box
+    # cut away by the canvas edge is clipped to zero width there, and rotation turns it into a phantom label.
+    mosaic_prefilter: bool = False
     enable_mixup: bool = True
     mixup_prob: float = 1.0
     mixup_scale: tuple[float, float] = (0.5, 1.5)

@@ -50,6 +50,9 @@ class TrainSamples(Dataset):
         cfg = self.cfg
         if strong and rng.random() < cfg.mosaic_prob:
             img, boxes, classes = mosaic(self.source, index, self.size_hw, rng)
+            if cfg.mosaic_prefilter:
+                keep = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) > cfg.min_box_size
+                boxes, classes = boxes[keep], classes[keep]
             img, boxes = random_affine(img, boxes, self.size_hw, cfg, rng)
             if cfg.enable_mixup and len(boxes) and rng.random() < cfg.mixup_prob:
                 img, boxes, classes = mixup(img, boxes, classes, self.source, self.labelled, self.size_hw, cfg, rng)

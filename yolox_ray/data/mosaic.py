@@ -1,7 +1,9 @@
 """Strong augmentation of the current official code (§7): Mosaic, random affine, copy-paste MixUp.
 
 The affine is anchored at the canvas origin (not centred) and no boxes are filtered here: boxes
-that end up outside become zero-sized and are removed by `train_transform`'s minimum size.
+that end up outside become zero-sized and are removed by `train_transform`'s minimum size.  (As in
+the official code, a box cut away by the mosaic canvas is clipped to zero width at the edge, and a
+rotation then gives it a width again: a phantom label.  `data.mosaic_prefilter` drops those.)
 """
 
 from __future__ import annotations

@@ -209,7 +209,7 @@ def render_image(size: int, rng: np.random.Generator) -> tuple[np.ndarray, list[
     h, w = _image_size(size, rng)
     img = _background(h, w, rng)
     n = 0 if rng.random() < 0.02 else int(rng.integers(2, 9))
-    lo, hi = size * _MIN_SIDE_FRACTION, size * _MAX_SIDE_FRACTION
+    lo, hi = max(6.0, size * _MIN_SIDE_FRACTION), size * _MAX_SIDE_FRACTION  # >= 6 px even on tiny images
     sizes = np.sort(np.exp(rng.uniform(math.log(lo), math.log(hi), n)))[::-1]  # large first, at the back
     placed: list[np.ndarray] = []  # xyxy of earlier objects
     objects: list[tuple[int, list[float]]] = []
