@@ -400,6 +400,33 @@ def finish_run(tracking_uri: str, run_id: str, status: str = "FINISHED", tags: M
     client.set_terminated(run_id, status=status)
 
 
+TRAIN_EXPERIMENT = "yolox-ray-train"
+
+
+def start_training_run(tracking_uri: str, cfg: Any, run_name: str, *,
+                       experiment_name: str = TRAIN_EXPERIMENT) -> dict[str, str]:
+    """The MLflow run of a stand-alone `yolox-ray train` run (no study): re-attached by its
+    deterministic Train run name when that run is resumed, created otherwise. Returns the
+    ``tracking`` dict `make_trainer` takes."""
+    client = client_for(tracking_uri)
+    exp_id = get_or_create_experiment(client, experiment_name)
+    runs = client.search_runs([exp_id], filter_string=f"tags.train_run_name = '{run_name}'",
+                              order_by=["attributes.start_time ASC"], max_results=1)
+    if runs:
+        run_id = runs[0].info.run_id
+        if runs[0].info.status != "RUNNING":
+            client.update_run(run_id, status="RUNNING")
+    else:
+        tags = {"kind": "train", "train_run_name": run_name, "preset": cfg.name, "seed": cfg.train.seed,
+                "assigner": cfg.assign.assigner, "geometry": cfg.assign.geometry, "git_commit": git_commit()}
+        run_id = client.create_run(exp_id, run_name=run_name, tags=_str_tags(tags)).info.run_id
+    return {"tracking_uri": tracking_uri, "run_id": run_id}
+
+
+def end_training_run(tracking: Mapping[str, str], status: str = "FINISHED") -> None:
+    finish_run(tracking["tracking_uri"], tracking["run_id"], status)
+
+
 def child_runs(tracking_uri: str, experiment_id: str, parent_run_id: str) -> list[Any]:
     client = client_for(tracking_uri)
     return client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
