@@ -29,6 +29,7 @@ def _cells(h, w):
 def test_output_shapes_train_and_eval(name, n_anchors):
     torch.manual_seed(0)
     model = build_model(name, num_classes=3)
+    assert (model.num_classes, model.n_anchors) == (3, n_anchors)
     x = torch.rand(2, 3, 64, 96) * 255
     a = _cells(64, 96) * n_anchors  # (8·12 + 4·6 + 2·3) cells × anchors
     raw = model.train()(x)

@@ -21,7 +21,9 @@ def test_info_json_defaults_to_the_preset_test_size(capsys):
     assert info["gflops"] == pytest.approx(1.079, abs=1e-3)
     assert info["anchor_points"] == 52 * 52 + 26 * 26 + 13 * 13 == 3549
     assert info["predictions"] == 3549
-    assert info["paper"] == {"params_m": 0.91, "gflops": 1.08, "size": [416, 416], "num_classes": 80}
+    assert info["paper"] == {"params_m": 0.91, "gflops": 1.08, "size": [416, 416], "num_classes": 80,
+                             "source": "model zoo"}
+    assert info["n_anchors"] == 1
 
 
 def test_info_size_classes_and_anchor_based(capsys):
@@ -34,6 +36,8 @@ def test_info_size_classes_and_anchor_based(capsys):
     info = _info(capsys, "--model", "yolov3_coupled")
     assert info["params"] == 62_998_749 and info["gflops"] == pytest.approx(157.279, abs=1e-3)
     assert info["anchor_points"] == 8400 and info["predictions"] == 3 * 8400
+    assert info["n_anchors"] == 3
+    assert info["paper"]["params_m"] == 63.0 and info["paper"]["source"] == "Table 2 'YOLOv3 baseline'"
 
 
 def test_info_text_and_errors(capsys):

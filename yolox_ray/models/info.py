@@ -8,8 +8,8 @@ from typing import Any
 
 from yolox_ray.config import ConfigError, experiment_preset
 from yolox_ray.models.complexity import count_gflops, count_params
-from yolox_ray.models.paper_sizes import PAPER_SIZES
 from yolox_ray.models.yolox import build_model
+from yolox_ray.paper import paper_size
 
 
 def model_info(name: str, size: int | None = None, num_classes: int = 80) -> dict[str, Any]:
@@ -22,7 +22,7 @@ def model_info(name: str, size: int | None = None, num_classes: int = 80) -> dic
     model = build_model(name, num_classes)
     grid = model.anchor_grid(hw)
     cells = sum(h * w for h, w in grid.sizes)
-    paper = PAPER_SIZES.get(name)
+    paper = paper_size(name)
     return {
         "model": name,
         "num_classes": num_classes,
@@ -31,9 +31,10 @@ def model_info(name: str, size: int | None = None, num_classes: int = 80) -> dic
         "gflops": round(count_gflops(model, hw), 3),
         "anchor_points": cells,
         "predictions": grid.num,
-        "n_anchors": model.cfg.n_anchors,
+        "n_anchors": model.n_anchors,
         "paper": None if paper is None else {"params_m": paper.params_m, "gflops": paper.gflops,
-                                              "size": [paper.size, paper.size], "num_classes": 80},
+                                              "size": [paper.size, paper.size], "num_classes": 80,
+                                              "source": paper.source},
     }
 
 
@@ -48,7 +49,7 @@ def format_info(info: dict[str, Any]) -> str:
     paper = info["paper"]
     if paper is not None:
         lines.append(f"  paper          {paper['params_m']} M params, {paper['gflops']} GFLOPs"
-                     f" (80 classes, {paper['size'][0]}x{paper['size'][1]})")
+                     f" (80 classes, {paper['size'][0]}x{paper['size'][1]}; {paper['source']})")
     return "\n".join(lines)
 
 

@@ -39,6 +39,7 @@ class YOLOX(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.num_classes = cfg.num_classes
+        self.n_anchors = cfg.n_anchors  # predictions per grid cell (1 = anchor-free)
         self.backbone = backbone
         self.head = head
         self._grids: dict[tuple[int, int, str], AnchorGrid] = {}
