@@ -6,11 +6,11 @@
 """
 
 from yolox_ray.assign.build import Assigner, build_assigner
-from yolox_ray.assign.center import center, fcos_level, multi_positive
+from yolox_ray.assign.fixed_centre import center, fcos_level, multi_positive
 from yolox_ray.assign.common import Assignment, geometry_prior, split_labels
-from yolox_ray.assign.ota import ota, sinkhorn
-from yolox_ray.assign.simota import candidate_costs, dynamic_k_matching, dynamic_ks, simota
-from yolox_ray.assign.yolov3 import fit_anchors_kmeans, shape_iou, yolov3
+from yolox_ray.assign.ota_sinkhorn import ota, sinkhorn
+from yolox_ray.assign.sim_ota import candidate_costs, dynamic_k_matching, dynamic_ks, simota
+from yolox_ray.assign.yolov3_anchors import fit_anchors_kmeans, shape_iou, yolov3
 
 __all__ = [
     "Assigner", "Assignment", "build_assigner", "candidate_costs", "center", "dynamic_k_matching",

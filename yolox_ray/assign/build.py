@@ -7,11 +7,11 @@ from typing import Callable
 
 from torch import Tensor
 
-from yolox_ray.assign.center import center, multi_positive
+from yolox_ray.assign.fixed_centre import center, multi_positive
 from yolox_ray.assign.common import Assignment
-from yolox_ray.assign.ota import ota
-from yolox_ray.assign.simota import simota
-from yolox_ray.assign.yolov3 import yolov3
+from yolox_ray.assign.ota_sinkhorn import ota
+from yolox_ray.assign.sim_ota import simota
+from yolox_ray.assign.yolov3_anchors import yolov3
 from yolox_ray.boxes import AnchorGrid
 from yolox_ray.config import AssignConfig, ConfigError
 

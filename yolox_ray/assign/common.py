@@ -133,7 +133,7 @@ def _outer(in_y: Tensor, in_x: Tensor, per: int) -> Tensor:
     both = in_y[..., :, None] & in_x[..., None, :]
     if per > 1:
         both = both[..., None].expand(*both.shape, per)
-    return both.reshape(*both.shape[:2], -1)
+    return both.reshape(*both.shape[:2], in_y.shape[-1] * in_x.shape[-1] * per)
 
 
 @dataclass(frozen=True)
@@ -168,13 +168,6 @@ def compact(candidate: Tensor) -> Candidates:
     return Candidates(index=index, valid=valid, rows=rows, slots=slots, anchors=anchors)
 
 
-def gather_anchors(values: Tensor, index: Tensor) -> Tensor:
-    """values [B, A, ...] -> [B, N, ...] at index [B, N]."""
-    shape = index.shape + values.shape[2:]
-    flat = index.reshape(index.shape[0], -1, *([1] * (values.dim() - 2))).expand(*shape)
-    return torch.gather(values, 1, flat)
-
-
 def scatter_to_anchors(cands: Candidates, num_anchors: int, fg: Tensor, matched: Tensor,
                        matched_iou: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Candidate-slot results [B, N] -> per-anchor [B, A] (fg mask, matched GT or -1, IoU or 0)."""
@@ -195,10 +188,11 @@ def matched_pred_iou(pred_boxes: Tensor, gt_boxes: Tensor, matched_gt: Tensor) -
 
     Same arithmetic as the SimOTA IoU matrix (official `bboxes_iou`, no epsilon).
     """
-    safe = matched_gt.clamp(min=0)
-    target = torch.gather(gt_boxes, 1, safe[..., None].expand(-1, -1, 4))
-    iou = pairwise_iou_cxcywh(target[..., None, :], pred_boxes[..., None, :])[..., 0, 0]
-    return torch.where(matched_gt >= 0, iou, torch.zeros_like(iou))
+    iou = torch.zeros(matched_gt.shape, dtype=torch.float32, device=matched_gt.device)
+    b, a = (matched_gt >= 0).nonzero(as_tuple=True)
+    target = gt_boxes[b, matched_gt[b, a]]
+    iou[b, a] = pairwise_iou_cxcywh(target[:, None, :], pred_boxes[b, a][:, None, :])[:, 0, 0].float()
+    return iou
 
 
 def check_inputs(pred_boxes: Tensor, obj_logits: Tensor, cls_logits: Tensor, gt_boxes: Tensor,

@@ -8,6 +8,12 @@ where the reference leaves things implementation-defined:
 * the top-IoU sum that gives the dynamic k is accumulated **sequentially in float32 in descending
   order** of the IoUs, then truncated (so the worked example's 0.9+0.8+0.7+0.5+0.1+0 is exactly 3.0).
 
+The class cost below is summed in a different order than the reference's per-pair BCE sum, so a
+cost may differ from the reference's by float rounding (~1e-7 relative); that can only change the
+assignment where two costs agree to that precision without being exactly equal (exact ties, such as
+duplicated predictions, stay ties). The tests and `benchmarks/assign_speed.py` compare whole
+assignments with a per-image reference and find them identical.
+
 Beyond the reference: an image whose GTs have no candidate anchor at all (impossible for GT centres
 inside the image; the reference would raise) gets no positives.
 

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from yolox_ray.assign.common import Assignment, check_inputs, empty_assignment, scatter_to_anchors
-from yolox_ray.assign.simota import candidate_costs, dynamic_ks
+from yolox_ray.assign.sim_ota import candidate_costs, dynamic_ks
 from yolox_ray.boxes import AnchorGrid
 from yolox_ray.config import AssignConfig
 
