@@ -1,0 +1,192 @@
+"""The training loop end to end on a tiny model: exact resume, lr per step, phase, budgets, NaN stop.
+
+Tiny = yolox_nano at width 0.125, 128 px synthetic images, batch 4, 2 iterations per epoch,
+data.workers=0; real model, loss, loader and COCO evaluation.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from yolox_ray.config import ConfigError, apply_overrides, experiment_preset
+from yolox_ray.engine import NonFiniteLossError, Trainer
+from yolox_ray.engine.checkpoint import load_checkpoint, save_checkpoint
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core box OpenMP spinning makes 2 threads ~10x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("synthetic_cache"))
+
+
+def tiny_cfg(cache_dir: str, **overrides):
+    base = {
+        "model.width": 0.125, "model.num_classes": 8,
+        "data.synthetic_train": 8, "data.synthetic_val": 4, "data.synthetic_size": 128, "data.cache_dir": cache_dir,
+        "data.input_size": (128, 128), "data.test_size": (128, 128), "data.random_size": (3, 5),
+        "data.workers": 0, "eval.batch_size": 4,
+        # 4 epochs x 2 iterations; the no-aug phase (L1 on, mosaic off) is 0-based epochs 2 and 3.
+        "train.epochs": 4, "train.warmup_epochs": 1, "train.no_aug_epochs": 2, "train.batch_size": 4,
+        "train.eval_interval": 2, "train.multiscale_interval": 3, "train.print_interval": 1,
+        "train.ema_ramp": 5.0,
+    }
+    base.update(overrides)
+    return apply_overrides(experiment_preset("yolox_nano"), base)
+
+
+class Record:
+    def __init__(self):
+        self.iters: list[tuple[int, dict]] = []
+        self.epochs: list[dict] = []
+
+    def on_iter_end(self, trainer, step, metrics):
+        self.iters.append((step, dict(metrics)))
+
+    def on_epoch_end(self, trainer, epoch, metrics, checkpoint):
+        assert metrics["epoch"] == epoch
+        assert checkpoint is not None and checkpoint["epoch"] == epoch
+        self.epochs.append(dict(metrics))
+
+
+class _Stop(Exception):
+    pass
+
+
+class StopAfter:
+    """Save the checkpoint of epoch `n` to `path`, then abort the run (a crash at the boundary)."""
+
+    def __init__(self, n, path):
+        self.n, self.path = n, path
+
+    def on_epoch_end(self, trainer, epoch, metrics, checkpoint):
+        if epoch == self.n:
+            save_checkpoint(checkpoint, self.path)
+            raise _Stop
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    for key in ("model",):
+        assert a[key].keys() == b[key].keys()
+        for k in a[key]:
+            assert torch.equal(a[key][k], b[key][k]), f"{key}.{k} differs"
+    for k in a["ema"]["module"]:
+        assert torch.equal(a["ema"]["module"][k], b["ema"]["module"][k]), f"ema.{k} differs"
+    assert a["ema"]["updates"] == b["ema"]["updates"]
+    sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k]["momentum_buffer"], sb[k]["momentum_buffer"])
+    assert [g["lr"] for g in a["optimizer"]["param_groups"]] == [g["lr"] for g in b["optimizer"]["param_groups"]]
+    assert (a["epoch"], a["iteration"], a["best_ap"]) == (b["epoch"], b["iteration"], b["best_ap"])
+
+
+@pytest.fixture(scope="module")
+def full_run(cache_dir):
+    cfg = tiny_cfg(cache_dir)
+    rec = Record()
+    trainer = Trainer(cfg, callbacks=[rec])
+    summary = trainer.fit()
+    return cfg, rec, summary, trainer.state_dict()
+
+
+def test_lr_per_step_and_phase(full_run):
+    cfg, rec, summary, state = full_run
+    # base = 0.01/64 * 4 = 0.000625, min = 3.125e-5; I = 2: T_w = 2, T = 8, T_na = 4, cosine over [2, 4].
+    # The lr reported after step s is the one written for step s + 1 (= schedule at t = s).
+    want = {1: 0.00015625, 2: 0.000625, 3: 0.000328125, 4: 3.125e-5, 5: 3.125e-5, 8: 3.125e-5}
+    got = {step: m["lr"] for step, m in rec.iters}
+    assert sorted(got) == list(range(1, 9))
+    for step, lr in want.items():
+        assert got[step] == pytest.approx(lr, rel=1e-9), step
+    # L1 only in the no-aug epochs (0-based 2, 3), i.e. steps 5..8.
+    assert all(m["l1_loss"] == 0.0 for s, m in rec.iters if s <= 4)
+    assert all(m["l1_loss"] > 0.0 for s, m in rec.iters if s > 4)
+    assert [e["no_aug"] for e in rec.epochs] == [False, False, True, True]
+    # Multi-scale: the first interval (3 steps) at input_size, later sides from 32*[3, 5].
+    sides = [m["input_side"] for _, m in rec.iters]
+    assert sides[:3] == [128.0] * 3
+    assert set(sides) <= {96.0, 128.0, 160.0}
+
+
+def test_epoch_metrics_and_summary(full_run):
+    cfg, rec, summary, state = full_run
+    assert [e["epoch"] for e in rec.epochs] == [1, 2, 3, 4]
+    # eval_interval 2, then every no-aug epoch: evaluated after epochs 2, 3, 4.
+    assert [e["evaluated"] for e in rec.epochs] == [False, True, True, True]
+    assert rec.epochs[0]["AP"] == 0.0 and rec.epochs[0]["AP50"] == 0.0 and "AP75" not in rec.epochs[0]
+    for e in rec.epochs[1:]:
+        assert {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"} <= e.keys()
+        assert 0.0 <= e["AP"] <= e["AP50"] <= 1.0
+    assert rec.epochs[-1]["best_AP"] == max(e["AP"] for e in rec.epochs)
+    assert summary["epochs"] == 4 and summary["iterations"] == 8
+    assert summary["AP"] == rec.epochs[-1]["AP"] and summary["stopped_early"] is None
+    assert state["ema"]["updates"] == 8
+    assert len(state["rng"]) == 1
+
+
+@pytest.mark.parametrize("stop_after", [2, 3], ids=["before_no_aug_switch", "after_no_aug_switch"])
+def test_resume_is_bitwise_exact(full_run, cache_dir, tmp_path, stop_after):
+    cfg, rec, summary, reference = full_run
+    path = tmp_path / "checkpoint.pt"
+    with pytest.raises(_Stop):
+        Trainer(cfg, callbacks=[StopAfter(stop_after, path)]).fit()
+    state = load_checkpoint(path)  # weights_only=True
+    assert state["epoch"] == stop_after and state["iteration"] == 2 * stop_after
+
+    rec2 = Record()
+    resumed = Trainer(cfg, callbacks=[rec2], resume=path)
+    summary2 = resumed.fit()
+    assert_same_state(resumed.state_dict(), reference)
+    assert [e["epoch"] for e in rec2.epochs] == list(range(stop_after + 1, 5))
+    for a, b in zip(rec2.epochs, rec.epochs[stop_after:]):
+        for key in ("loss", "AP", "AP50", "best_AP", "lr", "l1_loss"):
+            assert a[key] == b[key], key
+    assert summary2["AP"] == summary["AP"]
+
+
+def test_nonfinite_loss_stops_with_terms_and_iteration(cache_dir):
+    class Poison:
+        def on_train_start(self, trainer):
+            with torch.no_grad():
+                next(trainer.model.parameters()).fill_(float("nan"))
+
+    trainer = Trainer(tiny_cfg(cache_dir), callbacks=[Poison()])
+    before = {k: v.detach().clone() for k, v in trainer.model.head.named_parameters()}
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at iteration 0 .*iou=.*obj=.*cls="):
+        trainer.fit()
+    assert trainer.iteration == 0  # no optimizer step was taken on the bad loss
+    after = dict(trainer.model.head.named_parameters())
+    assert all(torch.equal(before[k], after[k]) for k in before)  # no step on the bad loss
+
+
+def test_time_budget_stops_early_and_evaluates(cache_dir):
+    rec = Record()
+    summary = Trainer(tiny_cfg(cache_dir, **{"train.max_train_seconds": 1e-3}), callbacks=[rec]).fit()
+    assert summary["stopped_early"] == "max_train_seconds"
+    assert summary["iterations"] == 1 and summary["epochs"] == 1
+    assert rec.epochs[-1]["evaluated"]
+
+
+def test_max_iters_caps_epoch_length(cache_dir):
+    rec = Record()
+    cfg = tiny_cfg(cache_dir, **{"train.epochs": 2, "train.no_aug_epochs": 0, "train.warmup_epochs": 0,
+                                 "train.max_iters": 1, "train.ema": False})
+    summary = Trainer(cfg, callbacks=[rec]).fit()
+    assert summary["iterations"] == 2
+    assert [s for s, _ in rec.iters] == [1, 2]
+
+
+def test_bad_settings_fail_before_training(cache_dir):
+    with pytest.raises(ConfigError, match="not divisible"):
+        Trainer(tiny_cfg(cache_dir, **{"train.batch_size": 5}), world_size=2)
+    with pytest.raises(ConfigError, match="model.num_classes"):
+        Trainer(tiny_cfg(cache_dir, **{"model.num_classes": 80}))
