@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
+import functools
 import io
 import json
 import math
@@ -287,6 +288,7 @@ def client_for(tracking_uri: str):
     return MlflowClient(tracking_uri=tracking_uri)
 
 
+@functools.lru_cache(maxsize=1)
 def git_commit() -> str | None:
     """The commit of the source tree (suffix ``-dirty`` with local changes); None if unknown."""
     here = Path(__file__).resolve().parent

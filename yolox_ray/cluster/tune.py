@@ -608,6 +608,9 @@ class StudyCallback(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         value = result.get(self.metric)
+        parts = [f"{k}={result[k]:.4f}" for k in (self.metric, "loss") if isinstance(result.get(k), (int, float))]
+        self._print(f"[{self.study}] trial {trial.trial_id} epoch {result.get('epoch', '?')}/{self.max_epochs}: "
+                    + ", ".join(parts) + (" (evaluated)" if result.get("evaluated") else ""))
         if isinstance(value, (int, float)) and math.isfinite(value) and self._better(float(value)):
             self._best = (float(value), trial.trial_id, dict(trial.config))
         self._progress(trials)
