@@ -1,0 +1,368 @@
+"""Ray Train driver for the engine: `make_trainer`, the per-worker loop, `run_training`, `yolox-ray train`.
+
+Follows ray_stack.md §1–§3b: Train V2 `TorchTrainer`, gloo on CPU / nccl on GPU, every rank calls
+`ray.train.report` exactly once per epoch with rank 0's checkpoint (`epoch_NNNN`), resume from
+`ray.train.get_checkpoint()`, a deterministic run name so a rerun (or a Tune retry) resumes.
+Evaluation runs on rank 0 only (on the EMA model) while the other ranks wait at the report barrier;
+the val sets we use are small next to an epoch, so sharding it is not worth the gather.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from yolox_ray.config import (
+    ConfigError,
+    ExperimentConfig,
+    apply_overrides,
+    experiment_preset,
+    from_flat_dict,
+    load_yaml,
+    to_flat_dict,
+)
+
+# Metrics every per-epoch report carries (plus the 12 COCO stats after an evaluation).
+REPORT_KEYS = ("epoch", "AP", "AP50", "best_AP", "evaluated", "loss", "lr")
+
+# `yolox-ray train` on the synthetic data with no GPU: small input, short schedule (docs/learning_run.md).
+QUICK_CPU_OVERRIDES: dict[str, Any] = {
+    "data.input_size": (256, 256),
+    "data.test_size": (256, 256),
+    "data.random_size": (6, 10),
+    "train.epochs": 20,
+    "train.warmup_epochs": 2,
+    "train.no_aug_epochs": 4,
+    "train.batch_size": 16,
+    "train.eval_interval": 5,
+    "train.print_interval": 10,
+    "train.max_train_seconds": 1800.0,
+}
+
+
+# ------------------------------------------------------------------------------------------------
+# Validation (before any cluster work)
+
+
+def validate_run(cfg: ExperimentConfig, *, workers: int, cpus_per_worker: float, gpus_per_worker: float,
+                 max_failures: int, num_to_keep: int = 2) -> None:
+    """Raise ConfigError for anything that would only fail once the cluster is up."""
+    if not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"--workers: must be an integer >= 1, got {workers!r}")
+    if cpus_per_worker <= 0:
+        raise ConfigError(f"--cpus-per-worker: must be > 0, got {cpus_per_worker}")
+    if gpus_per_worker < 0:
+        raise ConfigError(f"--gpus-per-worker: must be >= 0, got {gpus_per_worker}")
+    if max_failures < -1:
+        raise ConfigError(f"--max-failures: must be >= -1 (-1 = retry forever), got {max_failures}")
+    if num_to_keep < 1:
+        raise ConfigError(f"num_to_keep: must be >= 1, got {num_to_keep}")
+    if cfg.train.batch_size % workers:
+        raise ConfigError(f"train.batch_size: {cfg.train.batch_size} (total) is not divisible by {workers} workers")
+    if not cfg.data.is_synthetic:
+        root = Path(cfg.data.root)
+        for rel in ("", cfg.data.train_ann, cfg.data.val_ann, cfg.data.train_images, cfg.data.val_images):
+            if not (root / rel).exists():
+                raise ConfigError(f"data.root: {root / rel} does not exist")
+
+
+def default_run_name(cfg: ExperimentConfig, workers: int) -> str:
+    """`<name>-<hash of the config and world size>`: the same command resumes the same run."""
+    blob = json.dumps({"config": to_flat_dict(cfg), "workers": workers}, sort_keys=True, default=str)
+    return f"{cfg.name}-{hashlib.sha1(blob.encode()).hexdigest()[:10]}"
+
+
+def _abs_storage(storage: str | os.PathLike | None) -> str:
+    if storage is None:
+        storage = "ray_results"
+    text = str(storage)
+    if "://" in text:  # s3://, gs://, ...: Ray handles it
+        return text
+    return str(Path(text).expanduser().resolve())
+
+
+# ------------------------------------------------------------------------------------------------
+# Worker side
+
+
+class _RayReporter:
+    """Engine callback: every rank reports once per epoch; rank 0 attaches the checkpoint."""
+
+    def on_epoch_end(self, trainer, epoch: int, metrics: Mapping[str, Any], checkpoint: dict | None) -> None:
+        import ray.train
+
+        from yolox_ray.engine.checkpoint import FILENAME, save_checkpoint
+
+        report = {k: v for k, v in metrics.items() if isinstance(v, (bool, int, float))}
+        with tempfile.TemporaryDirectory(prefix="yolox_ckpt_") as tmp:
+            ckpt = None
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, Path(tmp) / FILENAME)
+                ckpt = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(report, checkpoint=ckpt, checkpoint_dir_name=f"epoch_{epoch:04d}")
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
+    """Runs on every Ray Train worker: build from the flat config, resume, train under DDP."""
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    from yolox_ray.engine import Trainer
+    from yolox_ray.engine.checkpoint import load_checkpoint
+
+    if config.get("threads"):
+        torch.set_num_threads(int(config["threads"]))
+    cfg = from_flat_dict(config["config"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+
+    resume = None
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            resume = load_checkpoint(d)
+
+    callbacks: list[Any] = list(config.get("worker_callbacks") or ())
+    tracking = config.get("tracking")
+    if tracking and rank == 0:
+        from yolox_ray.cluster.tracking import MLflowTrialLogger
+
+        callbacks.append(MLflowTrialLogger(**tracking))
+    callbacks.append(_RayReporter())
+    trainer = Trainer(cfg, callbacks=callbacks, rank=rank, world_size=world, device=device, resume=resume)
+    if tracking and tracking.get("run_id"):
+        trainer.tracking_run_id = tracking["run_id"]
+    return trainer.fit()
+
+
+# ------------------------------------------------------------------------------------------------
+# Driver side
+
+
+def make_trainer(
+    cfg: ExperimentConfig,
+    *,
+    run_name: str,
+    storage_path: str,
+    num_workers: int = 1,
+    use_gpu: bool = False,
+    cpus_per_worker: float = 1.0,
+    gpus_per_worker: float = 0.0,
+    max_failures: int = 2,
+    num_to_keep: int = 2,
+    callbacks: Iterable[Any] = (),
+    tracking: Mapping[str, str] | None = None,
+    worker_callbacks: Iterable[Any] = (),
+):
+    """A `TorchTrainer` for `cfg` (works inside a Tune function trainable too).
+
+    callbacks: `ray.train.UserCallback`s (driver/controller side, e.g. TuneReportCallback).
+    tracking: `{"tracking_uri": ..., "run_id": ...}`: rank 0 logs to that MLflow run.
+    worker_callbacks: picklable engine callbacks run on every worker (e.g. fault injection in tests).
+    Checkpoints: the latest is always kept, plus the `num_to_keep` best by AP.
+    """
+    validate_run(cfg, workers=num_workers, cpus_per_worker=cpus_per_worker,
+                 gpus_per_worker=gpus_per_worker, max_failures=max_failures, num_to_keep=num_to_keep)
+    from yolox_ray.cluster.ray_setup import set_ray_env_defaults
+
+    set_ray_env_defaults()
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    resources: dict[str, float] = {"CPU": float(cpus_per_worker)}
+    if use_gpu:
+        resources["GPU"] = float(gpus_per_worker or 1.0)
+    loop_config = {
+        "config": to_flat_dict(cfg),
+        "tracking": dict(tracking) if tracking else None,
+        "worker_callbacks": list(worker_callbacks),
+        "threads": max(1, int(cpus_per_worker)),
+    }
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
+                                               resources_per_worker=resources),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        run_config=ray.train.RunConfig(
+            name=run_name,
+            storage_path=_abs_storage(storage_path),
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=num_to_keep, checkpoint_score_attribute="AP", checkpoint_score_order="max"),
+            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            callbacks=list(callbacks),
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+        ),
+    )
+
+
+def _progress_callback(queue):
+    """A UserCallback (runs in the Train controller) that forwards rank 0's metrics to the driver."""
+    from ray.train import UserCallback
+
+    class ProgressCallback(UserCallback):
+        def after_report(self, run_context, metrics, checkpoint):
+            queue.put({"kind": "report", "metrics": dict(metrics[0]) if metrics else {}})
+
+        def after_exception(self, run_context, worker_exceptions):
+            first = next(iter(worker_exceptions.items()), (None, None))
+            queue.put({"kind": "error", "rank": first[0], "error": str(first[1]).splitlines()[-1:]})
+
+    return ProgressCallback()
+
+
+def format_epoch_line(m: Mapping[str, Any], epochs: int, epoch_start: float) -> str:
+    line = f"epoch {int(m.get('epoch', 0)):>3}/{epochs}  loss {m.get('loss', float('nan')):7.3f}  " \
+           f"lr {m.get('lr', 0.0):.2e}  AP {m.get('AP', 0.0):.3f}  AP50 {m.get('AP50', 0.0):.3f}  " \
+           f"{time.perf_counter() - epoch_start:6.1f} s"
+    return line + ("  [eval]" if m.get("evaluated") else "")
+
+
+def run_training(
+    cfg: ExperimentConfig,
+    *,
+    address: str | None = None,
+    workers: int = 1,
+    gpus_per_worker: float = 0,
+    cpus_per_worker: float = 1,
+    storage: str | None = None,
+    name: str | None = None,
+    max_failures: int = 2,
+    tracking_uri: str | None = None,
+    track: bool = True,
+    num_cpus: int | None = None,
+    temp_dir: str | None = None,
+    out=None,
+) -> dict[str, Any]:
+    """Train one model on a local (default) or existing (`address`) Ray cluster; print progress.
+
+    Rerunning with the same config (hence the same default name) resumes from the last checkpoint,
+    and logs into the same MLflow run. track: log to MLflow (`tracking_uri`, or a local server over
+    ./mlruns when None).
+    """
+    validate_run(cfg, workers=workers, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
+                 max_failures=max_failures)
+    storage_path = _abs_storage(storage)
+    run_name = name or default_run_name(cfg, workers)
+    out = out or sys.stdout
+
+    from yolox_ray.cluster.ray_setup import init_ray
+
+    init_ray(address, num_cpus=num_cpus, temp_dir=temp_dir)
+    if not track:
+        return _run_tracked(cfg, None, run_name, storage_path, workers, gpus_per_worker, cpus_per_worker,
+                            max_failures, out)
+    from yolox_ray.cluster.tracking import end_training_run, start_training_run, tracking_session
+
+    with tracking_session(tracking_uri) as uri:
+        tracking = start_training_run(uri, cfg, run_name)
+        print(f"MLflow: {uri} (run {run_name})", file=out, flush=True)
+        status = "FAILED"
+        try:
+            summary = _run_tracked(cfg, tracking, run_name, storage_path, workers, gpus_per_worker,
+                                   cpus_per_worker, max_failures, out)
+            status = "FINISHED"
+        finally:
+            end_training_run(tracking, status)
+    return summary
+
+
+def _run_tracked(cfg, tracking, run_name, storage_path, workers, gpus_per_worker, cpus_per_worker,
+                 max_failures, out) -> dict[str, Any]:
+    from ray.util.queue import Empty, Queue
+
+    queue = Queue(actor_options={"num_cpus": 0})
+    trainer = make_trainer(cfg, run_name=run_name, storage_path=storage_path, num_workers=workers,
+                           use_gpu=gpus_per_worker > 0, cpus_per_worker=cpus_per_worker,
+                           gpus_per_worker=gpus_per_worker, max_failures=max_failures,
+                           callbacks=[_progress_callback(queue)], tracking=tracking)
+    print(f"run {run_name}: {cfg.name}, {workers} worker(s), {cfg.train.epochs} epochs, "
+          f"storage {storage_path}/{run_name}", file=out, flush=True)
+
+    done = threading.Event()
+    history: list[dict[str, Any]] = []
+
+    def show() -> None:
+        epoch_start = time.perf_counter()
+        while not (done.is_set() and queue.empty()):
+            try:
+                item = queue.get(timeout=0.5)
+            except Empty:
+                continue
+            if item["kind"] == "report":
+                history.append(item["metrics"])
+                print(format_epoch_line(item["metrics"], cfg.train.epochs, epoch_start), file=out, flush=True)
+                epoch_start = time.perf_counter()
+            else:
+                print(f"worker {item['rank']} failed: {' '.join(item['error'])} (recovering from the last "
+                      f"checkpoint if retries are left)", file=out, flush=True)
+
+    start = time.perf_counter()
+    thread = threading.Thread(target=show, daemon=True)
+    thread.start()
+    try:
+        result = trainer.fit()
+    finally:
+        done.set()
+        thread.join(timeout=5)
+        queue.shutdown(force=True)
+    elapsed = time.perf_counter() - start
+
+    final = history[-1] if history else dict(result.metrics or {})
+    best = max(result.best_checkpoints or [], key=lambda cm: cm[1].get("AP", 0.0), default=None)
+    summary = {
+        "run_name": run_name,
+        "path": result.path,
+        "epochs": final.get("epoch"),
+        "AP": final.get("AP", 0.0),
+        "AP50": final.get("AP50", 0.0),
+        "best_AP": final.get("best_AP", 0.0),
+        "seconds": elapsed,
+        "checkpoint": result.checkpoint.path if result.checkpoint else None,
+        "best_checkpoint": best[0].path if best else None,
+        "history": history,
+        "tracking": tracking,
+    }
+    print(f"done in {elapsed:.1f} s: AP {summary['AP']:.4f}  AP50 {summary['AP50']:.4f}  "
+          f"best AP {summary['best_AP']:.4f}", file=out)
+    print(f"latest checkpoint: {summary['checkpoint']}", file=out)
+    print(f"best checkpoint:   {summary['best_checkpoint']}", file=out, flush=True)
+    return summary
+
+
+def build_train_config(model: str, data: str = "synthetic", epochs: int | None = None,
+                       config_file: str | None = None, overrides: Iterable[str] = (),
+                       quick: bool = True) -> ExperimentConfig:
+    """preset → quick CPU defaults (synthetic data, `quick`) → YAML → --data/--epochs → key=value."""
+    cfg = experiment_preset(model)
+    if quick and data == "synthetic":
+        cfg = apply_overrides(cfg, QUICK_CPU_OVERRIDES)
+    if config_file:
+        cfg = load_yaml(config_file, base=cfg)
+    root = data if data == "synthetic" else str(Path(data).expanduser().resolve())  # workers' cwd differs
+    cfg = replace(cfg, data=replace(cfg.data, root=root))
+    # --epochs and key=value go in together, so e.g. `--epochs 3 train.no_aug_epochs=1` validates as a whole.
+    items = ([f"train.epochs={epochs}"] if epochs is not None else []) + list(overrides)
+    return apply_overrides(cfg, items)
+
+
+def run_train_cli(args) -> int:
+    """`yolox-ray train`: flags → config → validate → train on Ray → summary."""
+    gpus = float(args.gpus_per_worker)
+    cfg = build_train_config(args.model, args.data, args.epochs, args.config, args.overrides, quick=gpus == 0)
+    validate_run(cfg, workers=args.workers, cpus_per_worker=args.cpus_per_worker, gpus_per_worker=gpus,
+                 max_failures=args.max_failures)
+    summary = run_training(cfg, address=args.address, workers=args.workers, gpus_per_worker=gpus,
+                           cpus_per_worker=args.cpus_per_worker, storage=args.storage, name=args.name,
+                           max_failures=args.max_failures, tracking_uri=args.tracking_uri)
+    return 0 if summary["checkpoint"] else 1
