@@ -5,7 +5,8 @@ B = 8 images at 640 px (8400 anchors), 80 classes, 10 and 50 GTs per image, both
 Prints median seconds of each, the speed ratio (loop / batched), the peak resident-memory growth of
 each above the memory held before the call (measured in a fresh process from Linux's VmHWM after
 resetting it, falling back to resource.getrusage; torch's CPU allocations are invisible to
-tracemalloc) and whether the two assignments are identical.
+tracemalloc) and whether the two assignments are identical. For reference it also times the batched
+OTA assigner (Sinkhorn, `ota_iters` iterations) on the same inputs.
 
     python benchmarks/assign_speed.py [--repeats 5] [--threads 1]
 """
@@ -135,17 +136,18 @@ def _peak_kib() -> int:
 def _measure(which: str, num_gt: int, geometry: str, repeats: int, threads: int, seed: int):
     """Runs in a fresh process: median time, peak RSS growth (MiB) and the assignment."""
     torch.set_num_threads(threads)
-    from yolox_ray.assign import simota
+    from yolox_ray.assign import ota, simota
     from yolox_ray.config import AssignConfig
 
-    cfg = AssignConfig(geometry=geometry, center_radius=1.5 if geometry == "center" else 2.5)
+    cfg = AssignConfig(assigner="ota" if which == "ota" else "simota", geometry=geometry,
+                       center_radius=1.5 if geometry == "center" else 2.5)
     inputs = make_inputs(num_gt, seed)
     base = _reset_peak()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        if which == "batched":
-            out = simota(*inputs, cfg=cfg)
+        if which in ("batched", "ota"):
+            out = (simota if which == "batched" else ota)(*inputs, cfg=cfg)
             result = (out.fg_mask, out.matched_gt)
         else:
             result = loop_simota(*inputs, cfg=cfg)
@@ -163,17 +165,19 @@ def main() -> None:
     ctx = mp.get_context("spawn")
     print(f"B={BATCH}, {SIDE}px (8400 anchors), C={CLASSES}, torch threads={args.threads}, median of {args.repeats}")
     print(f"{'geometry':>15} {'GTs':>4} {'loop s':>9} {'batched s':>10} {'speed-up':>9} "
-          f"{'loop MiB':>9} {'batched MiB':>12} identical")
+          f"{'loop MiB':>9} {'batched MiB':>12} identical  | OTA s (OTA/batched SimOTA)")
     for geometry in ("center", "box_and_center"):
         for num_gt in (10, 50):
             results = {}
-            for which in ("loop", "batched"):
+            for which in ("loop", "batched", "ota"):
                 with ctx.Pool(1) as pool:
                     results[which] = pool.apply(_measure, (which, num_gt, geometry, args.repeats, args.threads, args.seed))
             (t_loop, m_loop, fg_l, gt_l), (t_bat, m_bat, fg_b, gt_b) = results["loop"], results["batched"]
+            t_ota = results["ota"][0]
             same = bool(np.array_equal(fg_l, fg_b) and np.array_equal(gt_l, gt_b))
             print(f"{geometry:>15} {num_gt:>4} {t_loop:>9.4f} {t_bat:>10.4f} {t_loop / t_bat:>8.1f}x "
-                  f"{m_loop:>9.1f} {m_bat:>12.1f} {same} ({int(fg_b.sum())} positives)")
+                  f"{m_loop:>9.1f} {m_bat:>12.1f} {str(same):>9} ({int(fg_b.sum())} fg) | "
+                  f"{t_ota:.4f} ({t_ota / t_bat:.1f}x)")
 
 
 if __name__ == "__main__":

@@ -22,8 +22,6 @@ from yolox_ray.assign import Assignment, build_assigner, split_labels
 from yolox_ray.boxes import AnchorGrid, decode_boxes
 from yolox_ray.config import AssignConfig, LossConfig
 
-TERMS = ("iou", "obj", "cls", "l1")
-
 
 @dataclass(frozen=True)
 class LossOutput:
