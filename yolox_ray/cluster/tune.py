@@ -536,13 +536,13 @@ def yolox_trial(config: dict, ctx: _TrialContext) -> None:
     tags = trial_tags(spec, config, cfg)
     label = "-".join(str(x) for x in (tags["row"], f"s{cfg.train.seed}" if spec.seeds else None) if x) or "trial"
     run_id = tracking.ensure_trial_run(ctx.study_run, trial_id, run_name=f"{label}-{trial_id}", tags=tags)
-    trainer = make_trainer(
-        cfg, run_name=f"trial_{trial_id}", storage_path=ctx.train_storage, num_workers=spec.workers,
-        use_gpu=spec.gpus_per_worker > 0, cpus_per_worker=spec.cpus_per_worker, gpus_per_worker=spec.gpus_per_worker,
-        max_failures=spec.max_failures, callbacks=[TuneReportCallback()],
-        tracking={"tracking_uri": ctx.study_run.tracking_uri, "run_id": run_id})
     start = time.perf_counter()
     try:
+        trainer = make_trainer(
+            cfg, run_name=f"trial_{trial_id}", storage_path=ctx.train_storage, num_workers=spec.workers,
+            use_gpu=spec.gpus_per_worker > 0, cpus_per_worker=spec.cpus_per_worker,
+            gpus_per_worker=spec.gpus_per_worker, max_failures=spec.max_failures, callbacks=[TuneReportCallback()],
+            tracking={"tracking_uri": ctx.study_run.tracking_uri, "run_id": run_id})
         trainer.fit()
     except Exception as exc:
         tracking.finish_run(ctx.study_run.tracking_uri, run_id, "FAILED",

@@ -1,0 +1,78 @@
+"""A grid study (ablation rows x seeds) on a real local Ray cluster where one row's trial raises:
+the other trial still runs to the end, and MLflow records one FAILED and one FINISHED child run."""
+
+from __future__ import annotations
+
+import tempfile
+
+import pytest
+
+from yolox_ray.cluster import tracking
+from yolox_ray.cluster.ray_setup import init_ray, shutdown_ray
+from yolox_ray.cluster.tune import StudyRow, StudySpec, run_study
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "model.width": 0.125, "model.num_classes": 8, "data.input_size": [128, 128], "data.test_size": [128, 128],
+    "data.random_size": [4, 4], "data.synthetic_train": 16, "data.synthetic_val": 8, "data.synthetic_size": 128,
+    "data.workers": 0, "train.epochs": 2, "train.warmup_epochs": 1, "train.no_aug_epochs": 1,
+    "train.max_iters": 2, "train.batch_size": 4, "train.print_interval": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, request):
+    srv = tracking.start_server(tmp_path_factory.getbasetemp() / "mlflow_shared")  # shared with test_tracking
+    if srv.owned:
+        request.config.add_cleanup(lambda: tracking.stop_server(srv))
+    return srv
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(monkeypatch_module):
+    monkeypatch_module.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    init_ray(num_cpus=2, trial_slots=2, temp_dir=tempfile.mkdtemp(prefix="gkg", dir="/tmp"))
+    yield
+    shutdown_ray()
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def test_a_failing_trial_does_not_stop_the_others(server, ray_cluster, tmp_path):
+    overrides = dict(TINY, **{"data.cache_dir": str(tmp_path / "data_cache")})
+    spec = StudySpec(
+        name="grid_fail", searcher="grid", preset="yolox_nano", overrides=overrides, seeds=(0,),
+        rows=(StudyRow("broken", overrides={"data.root": str(tmp_path / "no_such_coco")}),
+              StudyRow("simota", paper_ap=47.3)),
+        max_concurrent=2, max_failures=0)
+    result = run_study(spec, storage_root=tmp_path / "studies", tracking_uri=server.uri)
+
+    by_row = {t.row: t for t in result.trials}
+    assert sorted(by_row) == ["broken", "simota"]
+    assert by_row["broken"].status == "failed"
+    assert "no_such_coco" in by_row["broken"].error
+    good = by_row["simota"]
+    assert good.status == "finished" and good.metrics["epoch"] == 2 and good.seed == 0
+    assert result.best is good and result.num_failed == 1 and result.num_finished == 1
+    assert good.run_id in result.best_run_url
+
+    client = tracking.client_for(server.uri)
+    bad_run = client.get_run(by_row["broken"].run_id)
+    good_run = client.get_run(good.run_id)
+    assert bad_run.info.status == "FAILED" and "no_such_coco" in bad_run.data.tags["error"]
+    assert good_run.info.status == "FINISHED"
+    for run, row in ((bad_run, "broken"), (good_run, "simota")):
+        assert run.data.tags["mlflow.parentRunId"] == result.parent_run_id
+        assert (run.data.tags["row"], run.data.tags["seed"], run.data.tags["study"]) == (row, "0", "grid_fail")
+    assert good_run.data.tags["paper_ap"] == "47.3" and "paper_ap" not in bad_run.data.tags
+    assert good_run.data.params["data.root"] == "synthetic"
+    assert [m.step for m in client.get_metric_history(good.run_id, "loss")] == [1, 2]
+    parent = client.get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    assert (parent.data.tags["trials_failed"], parent.data.tags["trials_finished"]) == ("1", "1")
