@@ -106,9 +106,12 @@ def _collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tens
     return torch.stack([b[0] for b in batch]), torch.stack([b[1] for b in batch])
 
 
-def _worker_init(_: int) -> None:
-    cv2.setNumThreads(1)  # one process per core is the parallelism; no nested thread pools
-    torch.set_num_threads(1)
+def _fork_safe_cv2(workers: int) -> None:
+    """With worker processes, make OpenCV single-threaded *before* they fork (as the official code
+    does globally): a forked child that touches OpenCV's copied thread pool can hang forever, and the
+    processes are the parallelism anyway.  (torch already uses one thread per worker.)"""
+    if workers > 0:
+        cv2.setNumThreads(0)
 
 
 class TrainLoader:
@@ -120,9 +123,9 @@ class TrainLoader:
 
     def __init__(self, samples: TrainSamples, sampler: EpochBatchSampler, workers: int) -> None:
         self.samples, self.sampler = samples, sampler
+        _fork_safe_cv2(workers)
         self.loader = DataLoader(samples, batch_sampler=sampler, num_workers=workers, collate_fn=_collate,
-                                 persistent_workers=workers > 0, worker_init_fn=_worker_init if workers else None,
-                                 prefetch_factor=2 if workers else None)
+                                 persistent_workers=workers > 0, prefetch_factor=2 if workers else None)
 
     def set_epoch(self, epoch: int, start_iter: int = 0) -> None:
         self.sampler.set_epoch(epoch, start_iter)
@@ -188,8 +191,9 @@ class ValLoader:
 
     def __init__(self, samples: ValSamples, batch_size: int, workers: int) -> None:
         self.samples = samples
+        _fork_safe_cv2(workers)
         self.loader = DataLoader(samples, batch_size=batch_size, shuffle=False, num_workers=workers,
-                                 collate_fn=_val_collate, worker_init_fn=_worker_init if workers else None)
+                                 collate_fn=_val_collate)
 
     def __len__(self) -> int:
         return len(self.loader)
