@@ -41,33 +41,15 @@ from yolox_ray.config import (
     TrainConfig,
     model_preset,
 )
+from yolox_ray.paper import ABLATION_ROADMAP, PaperAblationRow
 
 Scale = Literal["quick", "paper"]
 SCALES: tuple[str, ...] = ("quick", "paper")
 
 
-@dataclass(frozen=True)
-class PaperRow:
-    """One row of the paper's Table 2 (YOLOX-DarkNet53, 640x640, 300 epochs, COCO val2017)."""
-
-    key: str
-    label: str
-    ap: float  # AP[0.5:0.95] in percent
-    params_m: float
-    gflops: float
-
-
-# Source: YOLOX paper (Ge et al. 2021, arXiv 2107.08430), Table 2, as transcribed in
-# shared/reference/paper_tables.json ("ablation_roadmap"); tests/studies/test_ablation.py compares
-# these to that file. The optional NMS-free row is not part of the roadmap we train.
-PAPER_TABLE2: tuple[PaperRow, ...] = (
-    PaperRow("yolov3_baseline", "YOLOv3 baseline", 38.5, 63.00, 157.3),
-    PaperRow("decoupled_head", "+decoupled head", 39.6, 63.86, 186.0),
-    PaperRow("strong_augmentation", "+strong augmentation", 42.0, 63.86, 186.0),
-    PaperRow("anchor_free", "+anchor-free", 42.9, 63.72, 185.3),
-    PaperRow("multi_positives", "+multi positives", 45.0, 63.72, 185.3),
-    PaperRow("simota", "+SimOTA", 47.3, 63.72, 185.3),
-)
+# The paper's Table 2 rows we train (the optional NMS-free row is not part of the roadmap we run).
+PaperRow = PaperAblationRow
+PAPER_TABLE2: tuple[PaperRow, ...] = tuple(r for r in ABLATION_ROADMAP if r.key != "nms_free")
 ROW_KEYS: tuple[str, ...] = tuple(r.key for r in PAPER_TABLE2)
 
 

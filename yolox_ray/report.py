@@ -26,7 +26,7 @@ import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from yolox_ray.ablation import PAPER_TABLE2
 
@@ -173,16 +173,25 @@ class KPoint:
     n: int
 
 
-def k_curve(trials: Sequence[TrialRun]) -> list[KPoint]:
-    """AP (mean ± std over the trials at that k) per candidate_k; empty if k does not vary."""
+def k_points(pairs: Iterable[tuple[int, float]]) -> list[KPoint]:
+    """(k, AP fraction) pairs -> AP in percent, mean ± sample std per k; empty if k does not vary."""
     by_k: dict[int, list[float]] = {}
-    for t in trials:
-        k = _int_or_none(t.params.get(K_PARAM))
-        if k is not None and t.ap is not None:
-            by_k.setdefault(k, []).append(100.0 * t.ap)
+    for k, ap in pairs:
+        if ap is not None and math.isfinite(ap):
+            by_k.setdefault(int(k), []).append(100.0 * ap)
     if len(by_k) < 2:
         return []
     return [KPoint(k, *_mean_std(v), len(v)) for k, v in sorted(by_k.items())]
+
+
+def k_curve(trials: Sequence[TrialRun]) -> list[KPoint]:
+    """AP (mean ± std over the trials at that k) per `assign.candidate_k` of MLflow trial runs."""
+    pairs = []
+    for t in trials:
+        k = _int_or_none(t.params.get(K_PARAM))
+        if k is not None and t.ap is not None:
+            pairs.append((k, t.ap))
+    return k_points(pairs)
 
 
 def varying_params(trials: Sequence[TrialRun]) -> list[str]:

@@ -1,0 +1,158 @@
+#!/usr/bin/env python
+"""The YOLOX paper's ablation roadmap (Table 2) as one study: every row x seed is a Ray Tune trial
+(a Ray Train run), tracked in MLflow under one parent run; the result is the paper's table, ours
+beside theirs.
+
+    python studies/ablation_table.py                  # quick: synthetic data, small proxy model, CPU
+    python studies/ablation_table.py --seeds 3        # mean ± std over 3 seeds
+    python studies/ablation_table.py --preset paper --data /path/to/coco --address auto --gpus-per-worker 1
+
+Rows (yolox_ray/ablation.py): YOLOv3 baseline -> +decoupled head -> +strong augmentation ->
++anchor-free -> +multi positives -> +SimOTA. `--preset quick` trains the same switches on a small
+CSPDarknet at 256 px for a short schedule; `--preset paper` is Darknet53, 640, 300 epochs.
+
+Running the same command again continues the study: finished trials are kept, interrupted ones
+resume from their checkpoints, and the table is rewritten. Outputs, in `<out>/<name>/`:
+ablation_table.md, ablation_table.csv, report/report.html (plus the study's Tune/Train/Optuna state).
+Extra `key=value` arguments override every row's config (e.g. `train.max_iters=5`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from yolox_ray.ablation import ROW_KEYS, ModelCost, TrialResult, ablation_rows, build_table, table_csv, table_markdown
+from yolox_ray.cluster import tracking
+from yolox_ray.cluster.train import validate_run
+from yolox_ray.cluster.tune import StudyRow, StudySpec, run_study
+from yolox_ray.config import ConfigError, ExperimentConfig
+from yolox_ray.data import SYNTHETIC_CLASSES
+from yolox_ray.models import build_model, count_gflops, count_params
+from yolox_ray.report import build_report
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=("quick", "paper"), default="quick", help="scale of the study (default quick)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per row (default 1)")
+    p.add_argument("--data", default="synthetic", help="'synthetic' or a COCO-format root (required for --preset paper)")
+    p.add_argument("--epochs", type=int, default=None, help="schedule length (warm-up and no-aug tail move with it)")
+    p.add_argument("--rows", default=None, help=f"comma-separated subset of rows ({','.join(ROW_KEYS)})")
+    p.add_argument("--address", default=None, help="Ray cluster ('auto' = the running one); default: a local cluster")
+    p.add_argument("--workers", type=int, default=1, help="Ray Train workers per trial (DDP)")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0)
+    p.add_argument("--cpus-per-worker", type=float, default=1.0)
+    p.add_argument("--max-concurrent", type=int, default=None,
+                   help="trials at once (default: as many as the cluster fits)")
+    p.add_argument("--out", default="studies_out", help="studies folder (shared storage on a cluster)")
+    p.add_argument("--name", default=None, help="study name (default ablation-<preset>)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow server; default: a local one over ./mlruns")
+    p.add_argument("--mlruns", default="mlruns", help="the local MLflow store when --tracking-uri is not given")
+    p.add_argument("overrides", nargs="*", help="key=value overrides applied to every row")
+    return p.parse_args(argv)
+
+
+def dataset_num_classes(data: str) -> int:
+    """8 shape classes for the synthetic set; else the categories of the COCO val annotations."""
+    if data == "synthetic":
+        return len(SYNTHETIC_CLASSES)
+    ann = Path(data) / "annotations" / "instances_val2017.json"
+    if not ann.is_file():
+        raise ConfigError(f"--data: {ann} not found (expected the COCO layout: annotations/, train2017/, val2017/)")
+    return len(json.loads(ann.read_text())["categories"])
+
+
+def model_cost(cfg: ExperimentConfig) -> ModelCost:
+    """Params and GFLOPs of the model a row actually trains, at its test size."""
+    model = build_model(cfg.model)
+    return ModelCost(params=count_params(model), gflops=count_gflops(model, cfg.data.test_size))
+
+
+def describe_model(cfg: ExperimentConfig) -> str:
+    m = cfg.model
+    if m.backbone == "darknet53":
+        return "Darknet53 + SPP + YOLOv3 FPN (paper)"
+    return f"CSPDarknet d{m.depth:g} w{m.width:g} + PAFPN (small proxy, {m.act})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    start = time.perf_counter()
+
+    # 1. The rows, validated before any cluster work.
+    if args.preset == "paper" and args.data == "synthetic":
+        raise ConfigError("--preset paper trains on COCO: pass --data /path/to/coco (and usually --address auto "
+                          "--gpus-per-worker 1)")
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds: must be >= 1, got {args.seeds}")
+    data = args.data if args.data == "synthetic" else str(Path(args.data).expanduser().resolve())
+    overrides = dict(item.split("=", 1) for item in args.overrides if "=" in item)
+    if len(overrides) != len(args.overrides):
+        raise ConfigError(f"overrides: expected key=value, got {args.overrides}")
+    rows = ablation_rows(args.preset, data_root=data, epochs=args.epochs, num_classes=dataset_num_classes(data),
+                         rows=args.rows.split(",") if args.rows else None, overrides=overrides)
+    for row in rows:
+        validate_run(row.config, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
+                     gpus_per_worker=args.gpus_per_worker, max_failures=2)
+    seeds = tuple(range(args.seeds))
+    name = args.name or f"ablation-{args.preset}"
+    first = rows[0].config
+    spec = StudySpec(
+        name=name, preset=None, searcher="grid", early_stop=False,
+        rows=tuple(StudyRow(name=r.key, config=r.config, paper_ap=r.paper.ap) for r in rows), seeds=seeds,
+        max_concurrent=args.max_concurrent or len(rows) * len(seeds),
+        workers=args.workers, cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
+        paper_reference="YOLOX (Ge et al. 2021) Table 2, YOLOX-DarkNet53 640x640 300 epochs COCO val2017",
+        description=f"ablation roadmap, preset {args.preset}",
+    )
+    labels = {
+        "preset": args.preset,
+        "model": describe_model(first),
+        "input size": f"{first.data.input_size[0]}x{first.data.input_size[1]} (test {first.data.test_size[0]})",
+        "data": "built-in synthetic shapes (8 classes)" if data == "synthetic" else data,
+        "epochs": f"{first.train.epochs} (warm-up {first.train.warmup_epochs:g}, no-aug tail {first.train.no_aug_epochs})"
+                  + (f", max {first.train.max_iters} iterations/epoch" if first.train.max_iters else ""),
+        "seeds": len(seeds),
+        "commit": tracking.git_commit() or "unknown",
+        "study": name,
+    }
+
+    # 2. Run (or continue) the grid study on Ray Tune; one MLflow server for the whole script.
+    with tracking.tracking_session(args.tracking_uri, args.mlruns) as uri:
+        result = run_study(spec, address=args.address, storage_root=args.out, tracking_uri=uri)
+
+        # 3. The table: per row AP mean ± std over seeds, deltas, the paper's values, params/GFLOPs.
+        trials = [TrialResult(row=t.row, seed=t.seed,
+                              ap=None if t.status == "failed" else t.metrics.get("AP"),
+                              ap50=None if t.status == "failed" else t.metrics.get("AP50"))
+                  for t in result.trials]
+        table = build_table(rows, trials, {r.key: model_cost(r.config) for r in rows})
+        labels["MLflow"] = result.run_url()
+        md, csv_text = table_markdown(table, labels), table_csv(table, labels)
+        (result.study_dir / "ablation_table.md").write_text(md)
+        (result.study_dir / "ablation_table.csv").write_text(csv_text)
+        client = tracking.client_for(uri)
+        client.log_text(result.parent_run_id, md, "ablation_table.md")
+        client.log_text(result.parent_run_id, csv_text, "ablation_table.csv")
+        for key in ("preset", "model", "input size", "data", "epochs", "commit"):
+            client.set_tag(result.parent_run_id, key.replace(" ", "_"), str(labels[key]))
+        report = build_report(name, result.study_dir / "report", uri)
+
+    print()
+    print(md)
+    print(f"table:  {result.study_dir / 'ablation_table.md'} (and .csv)")
+    print(f"report: {report}")
+    print(f"{len(result.trials)} trials ({result.num_failed} failed) in {time.perf_counter() - start:.0f} s")
+    return 0 if result.num_failed == 0 else 1
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except ConfigError as exc:
+        print(f"ablation_table: invalid configuration: {exc}", file=sys.stderr)
+        sys.exit(2)
