@@ -4,7 +4,7 @@ Every sample's randomness comes from a generator seeded by (seed, epoch, positio
 global order), carried with its index through the batch sampler.  So an epoch's batches are the
 same bits whatever the number of worker processes and after any restart, and `set_epoch` on the
 (main-process) batch sampler is all it takes to switch order and phase, even with persistent
-workers.  Images travel from the workers as uint8 and become float32 in the main process.
+workers.  Batches become float32 inside the worker processes, so the main process copies nothing.
 """
 
 from __future__ import annotations
@@ -103,7 +103,8 @@ class EpochBatchSampler(Sampler):
 
 
 def _collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.stack([b[0] for b in batch]), torch.stack([b[1] for b in batch])
+    # float32 here, i.e. in the worker process: the main process then receives it without a copy.
+    return torch.stack([b[0] for b in batch]).float(), torch.stack([b[1] for b in batch])
 
 
 def _fork_safe_cv2(workers: int) -> None:
@@ -138,8 +139,7 @@ class TrainLoader:
         return len(self.sampler)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for images, labels in self.loader:
-            yield images.float(), labels
+        return iter(self.loader)
 
 
 def build_train_loader(cfg: ExperimentConfig, dataset: COCODataset, rank: int = 0, world_size: int = 1,
@@ -177,7 +177,7 @@ class ValSamples(Dataset):
 
 
 def _val_collate(batch):
-    images = torch.stack([b[0] for b in batch])
+    images = torch.stack([b[0] for b in batch]).float()
     metas = {
         "image_id": torch.tensor([b[1] for b in batch], dtype=torch.int64),
         "hw": torch.tensor([(b[2], b[3]) for b in batch], dtype=torch.int64),
@@ -199,8 +199,7 @@ class ValLoader:
         return len(self.loader)
 
     def __iter__(self):
-        for images, metas in self.loader:
-            yield images.float(), metas
+        return iter(self.loader)
 
 
 def build_val_loader(cfg: ExperimentConfig, dataset: COCODataset, batch_size: int | None = None,

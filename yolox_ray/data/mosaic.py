@@ -117,11 +117,12 @@ def mixup(img: np.ndarray, boxes: np.ndarray, classes: np.ndarray, source: Image
     if flip:
         canvas = canvas[:, ::-1]
     ch, cw = canvas.shape[:2]
-    padded = np.zeros((max(ch, H), max(cw, W), 3), np.uint8)
-    padded[:ch, :cw] = canvas
-    y_off = int(rng.integers(0, padded.shape[0] - H)) if padded.shape[0] > H else 0
-    x_off = int(rng.integers(0, padded.shape[1] - W)) if padded.shape[1] > W else 0
-    crop = padded[y_off:y_off + H, x_off:x_off + W]
+    # The official code pads the canvas with zeros to at least H×W and takes a random H×W crop.
+    y_off = int(rng.integers(0, ch - H)) if ch > H else 0
+    x_off = int(rng.integers(0, cw - W)) if cw > W else 0
+    part = canvas[y_off:y_off + H, x_off:x_off + W]
+    crop = np.zeros((H, W, 3), np.uint8)
+    crop[:part.shape[0], :part.shape[1]] = part
 
     cp_boxes = cp_boxes.astype(np.float32) * np.float32(r)
     cp_boxes[:, [0, 2]] = cp_boxes[:, [0, 2]].clip(0, cw)
@@ -131,5 +132,5 @@ def mixup(img: np.ndarray, boxes: np.ndarray, classes: np.ndarray, source: Image
     cp_boxes[:, [0, 2]] = (cp_boxes[:, [0, 2]] - x_off).clip(0, W)
     cp_boxes[:, [1, 3]] = (cp_boxes[:, [1, 3]] - y_off).clip(0, H)
 
-    blended = ((img.astype(np.uint16) + crop) >> 1).astype(np.uint8)  # == uint8(0.5·a + 0.5·b)
+    blended = (img >> 1) + (crop >> 1) + (img & crop & 1)  # == floor((a + b) / 2) == uint8(0.5·a + 0.5·b)
     return blended, np.concatenate((boxes, cp_boxes)), np.concatenate((classes, cp_classes))
