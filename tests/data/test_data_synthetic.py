@@ -64,7 +64,8 @@ def test_resolve_generates_once_and_concurrently(tmp_path):
     paths = resolve_dataset(cfg)
     assert results == [str(paths.train_ann)] * 2
     assert paths.train_ann.parent.parent == synthetic_path(cfg)
-    assert [p.name for p in tmp_path.iterdir()] == [synthetic_path(cfg).name]  # no temp folders left behind
+    leftovers = [p.name for p in tmp_path.iterdir() if p.is_dir()]
+    assert leftovers == [synthetic_path(cfg).name]  # no temp folders left behind
     assert len(list(paths.train_images.iterdir())) == 6 and len(list(paths.val_images.iterdir())) == 2
     mtime = paths.train_ann.stat().st_mtime_ns
     assert resolve_dataset(cfg).train_ann.stat().st_mtime_ns == mtime  # cached, not regenerated

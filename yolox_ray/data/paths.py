@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from yolox_ray.config import DataConfig
 from yolox_ray.data import synthetic
@@ -29,6 +32,19 @@ def synthetic_path(data_cfg: DataConfig) -> Path:
     return cache_root(data_cfg) / name
 
 
+@contextlib.contextmanager
+def _generation_lock(root: Path) -> Iterator[None]:
+    """An advisory lock next to `root`; where the filesystem has no flock, the atomic rename alone
+    keeps concurrent generation safe (just wasteful)."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / f".{root.name}.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+
+
 def resolve_dataset(data_cfg: DataConfig) -> DatasetPaths:
     """Paths of the train/val splits; generates the synthetic set once (atomically) when needed.
 
@@ -38,8 +54,10 @@ def resolve_dataset(data_cfg: DataConfig) -> DatasetPaths:
     if data_cfg.is_synthetic:
         root = synthetic_path(data_cfg)
         if not (root / synthetic.TRAIN_ANN).is_file():
-            synthetic.generate_synthetic(root, data_cfg.synthetic_train, data_cfg.synthetic_val,
-                                         data_cfg.synthetic_size, data_cfg.synthetic_seed)
+            with _generation_lock(root):  # others wait instead of generating the same set again
+                if not (root / synthetic.TRAIN_ANN).is_file():
+                    synthetic.generate_synthetic(root, data_cfg.synthetic_train, data_cfg.synthetic_val,
+                                                 data_cfg.synthetic_size, data_cfg.synthetic_seed)
         return DatasetPaths(root / synthetic.TRAIN_ANN, root / synthetic.TRAIN_IMAGES,
                             root / synthetic.VAL_ANN, root / synthetic.VAL_IMAGES)
     root = Path(data_cfg.root).expanduser()

@@ -44,9 +44,9 @@ def to_coco_results(dataset: COCODataset, detections: Mapping[int, np.ndarray]) 
         cls = det[:, 5].astype(np.int64)
         if cls.min() < 0 or cls.max() >= len(class_ids):
             raise ValueError(f"image {image_id}: class index outside [0, {len(class_ids)})")
-        xywh = np.concatenate((det[:, :2], det[:, 2:4] - det[:, :2]), axis=1).round(3).tolist()
+        xywh = np.concatenate((det[:, :2], det[:, 2:4] - det[:, :2]), axis=1).tolist()
         cats = class_ids[cls].tolist()
-        scores = det[:, 4].round(5).tolist()
+        scores = det[:, 4].tolist()
         results.extend({"image_id": int(image_id), "category_id": c, "bbox": b, "score": s}
                        for b, c, s in zip(xywh, cats, scores))
     return results
