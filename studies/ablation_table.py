@@ -20,17 +20,24 @@ Extra `key=value` arguments override every row's config (e.g. `train.max_iters=5
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-from yolox_ray.ablation import ROW_KEYS, ModelCost, TrialResult, ablation_rows, build_table, table_csv, table_markdown
+from yolox_ray.ablation import (
+    ROW_KEYS,
+    ModelCost,
+    TrialResult,
+    ablation_rows,
+    build_table,
+    dataset_num_classes,
+    table_csv,
+    table_markdown,
+)
 from yolox_ray.cluster import tracking
 from yolox_ray.cluster.train import validate_run
 from yolox_ray.cluster.tune import StudyRow, StudySpec, run_study
 from yolox_ray.config import ConfigError, ExperimentConfig
-from yolox_ray.data import SYNTHETIC_CLASSES
 from yolox_ray.models import build_model, count_gflops, count_params
 from yolox_ray.report import build_report
 
@@ -54,16 +61,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--mlruns", default="mlruns", help="the local MLflow store when --tracking-uri is not given")
     p.add_argument("overrides", nargs="*", help="key=value overrides applied to every row")
     return p.parse_args(argv)
-
-
-def dataset_num_classes(data: str) -> int:
-    """8 shape classes for the synthetic set; else the categories of the COCO val annotations."""
-    if data == "synthetic":
-        return len(SYNTHETIC_CLASSES)
-    ann = Path(data) / "annotations" / "instances_val2017.json"
-    if not ann.is_file():
-        raise ConfigError(f"--data: {ann} not found (expected the COCO layout: annotations/, train2017/, val2017/)")
-    return len(json.loads(ann.read_text())["categories"])
 
 
 def model_cost(cfg: ExperimentConfig) -> ModelCost:
