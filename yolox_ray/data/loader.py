@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from yolox_ray.config import DataConfig, ExperimentConfig, TrainConfig
 from yolox_ray.data.coco import COCODataset
+from yolox_ray.data.legacy import mixup_2021, random_perspective
 from yolox_ray.data.mosaic import load_resized, mixup, mosaic, random_affine
 from yolox_ray.data.schedule import phase
 from yolox_ray.data.transforms import letterbox, to_chw, train_transform
@@ -30,8 +31,6 @@ class TrainSamples(Dataset):
     """Map-style dataset over SampleKeys: Mosaic(+affine, MixUp) with mosaic_prob, then TrainTransform."""
 
     def __init__(self, source: COCODataset, cfg: DataConfig) -> None:
-        if cfg.pipeline != "current":
-            raise NotImplementedError(f"data.pipeline={cfg.pipeline!r} is not implemented; use 'current'")
         self.source = source
         self.cfg = cfg
         self.size_hw = (int(cfg.input_size[0]), int(cfg.input_size[1]))
@@ -48,7 +47,14 @@ class TrainSamples(Dataset):
     def sample(self, index: int, strong: bool, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """(CHW uint8 image, labels [max_labels, 5]) for one sample."""
         cfg = self.cfg
-        if strong and rng.random() < cfg.mosaic_prob:
+        use_mosaic = strong and rng.random() < cfg.mosaic_prob
+        if use_mosaic and cfg.pipeline == "legacy_2021":
+            img, boxes, classes = mosaic(self.source, index, self.size_hw, rng)
+            img, boxes, classes = random_perspective(img, boxes, classes, self.size_hw, cfg, rng)
+            if cfg.enable_mixup and len(boxes) and rng.random() < cfg.mixup_prob:
+                img, boxes, classes = mixup_2021(img, boxes, classes, self.source, self.labelled, self.size_hw, cfg,
+                                                 rng)
+        elif use_mosaic:
             img, boxes, classes = mosaic(self.source, index, self.size_hw, rng)
             if cfg.mosaic_prefilter:
                 keep = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) > cfg.min_box_size

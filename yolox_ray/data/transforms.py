@@ -85,14 +85,19 @@ def train_transform(img: np.ndarray, boxes: np.ndarray, classes: np.ndarray, siz
     """HSV → flip → letterbox → labels; returns (CHW uint8 image, labels [max_labels, 5] float32).
 
     Boxes keep min(w, h) > min_box_size; if none survive, the un-augmented image and its original
-    boxes are used instead (the official fallback).
+    boxes are used instead (the official fallback).  With `pipeline="legacy_2021"` the colour step is
+    the 2021 "distort" (brightness/contrast/hue/saturation) instead of HSV.
     """
     if len(boxes) == 0:
         out, _ = letterbox(img, size_hw)
         return to_chw(out), np.zeros((cfg.max_labels, 5), np.float32)
     original = img.copy()
     if rng.random() < cfg.hsv_prob:
-        img = apply_hsv(img, hsv_gains(rng, cfg.hsv_gains))
+        if cfg.pipeline == "legacy_2021":
+            from yolox_ray.data.legacy import distort
+            img = distort(img, rng)
+        else:
+            img = apply_hsv(img, hsv_gains(rng, cfg.hsv_gains))
     aug_boxes = boxes
     if rng.random() < cfg.flip_prob:
         img, aug_boxes = hflip(img, boxes)
