@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 # Bump when the generator's output changes: it is part of the cache key.
-SYNTHETIC_VERSION = 1
+SYNTHETIC_VERSION = 2
 
 SYNTHETIC_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "ellipse", "cross", "star", "ring", "diamond")
 
@@ -216,9 +216,14 @@ def render_image(size: int, rng: np.random.Generator) -> tuple[np.ndarray, list[
     for s in sizes:
         cls = int(rng.integers(len(SYNTHETIC_CLASSES)))
         mask = _tight(_shape_mask(cls, float(s), rng))
-        if min(mask.shape) < lo:  # thin shapes (ellipse, rotated triangle): grow to the minimum side
-            mask = _tight(_shape_mask(cls, float(s) * lo / min(mask.shape) * 1.05, rng))
+        for _ in range(4):  # thin shapes (ellipse, rotated triangle): grow to the minimum side
+            if min(mask.shape) >= lo:
+                break
+            s = s * lo / min(mask.shape) * 1.05
+            mask = _tight(_shape_mask(cls, float(s), rng))
         mh, mw = mask.shape
+        if min(mh, mw) < lo:
+            continue
         if mh >= h or mw >= w:
             continue
         for _ in range(20):
