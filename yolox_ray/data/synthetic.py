@@ -5,7 +5,7 @@ Why synthetic: a newcomer (and CI) needs a dataset that exercises the same code 
 hard enough that ablations move the numbers. So: eight shape classes told apart by *shape only*
 (colour and texture are random), cluttered backgrounds with distractor lines and soft blobs,
 several objects per image with partial occlusion, and a COCO-like size spread (about 45 % small
-objects, area < 32² px at the dataset's size).
+objects, area < 32² px at the dataset's size; smallest side 10 px at 320).
 
 Every image is generated from its own generator seeded by (seed, split, index), so a split is
 the same whatever its length and any image can be regenerated alone.  The layout mirrors COCO 2017
@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 # Bump when the generator's output changes: it is part of the cache key.
-SYNTHETIC_VERSION = 2
+SYNTHETIC_VERSION = 3
 
 SYNTHETIC_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "ellipse", "cross", "star", "ring", "diamond")
 
@@ -38,8 +38,8 @@ VAL_IMAGES = "val2017"
 
 _SPLIT_CODE = {"train": 1, "val": 2}
 _JPEG_QUALITY = 92
-_MIN_SIDE_FRACTION = 1 / 40  # smallest box side: 8 px at 320
-_MAX_SIDE_FRACTION = 0.45  # largest object size: 144 px at 320
+_MIN_SIDE_FRACTION = 1 / 32  # smallest box side: 10 px at 320
+_MAX_SIDE_FRACTION = 0.5  # largest object size: 160 px at 320
 _MAX_OCCLUSION = 0.45  # a later object may cover at most this share of an earlier object's box
 
 
@@ -132,12 +132,12 @@ def _background(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     t /= max(float(t.max()), 1.0)
     img = c0 + (c1 - c0) * t[..., None]
     cloud_cells = int(rng.integers(3, 9))
-    clouds = rng.normal(0, rng.uniform(10, 30), (cloud_cells, cloud_cells, 3)).astype(np.float32)
+    clouds = rng.normal(0, rng.uniform(8, 22), (cloud_cells, cloud_cells, 3)).astype(np.float32)
     img += cv2.resize(clouds, (w, h), interpolation=cv2.INTER_CUBIC)
-    img += rng.standard_normal((h, w, 3), dtype=np.float32) * np.float32(rng.uniform(2, 9))
+    img += rng.standard_normal((h, w, 3), dtype=np.float32) * np.float32(rng.uniform(2, 7))
     img = np.clip(img, 0, 255, out=img).astype(np.uint8)
     scale = max(h, w) / 320
-    for _ in range(int(rng.integers(2, 9))):  # distractor lines and arcs
+    for _ in range(int(rng.integers(1, 6))):  # distractor lines and arcs
         p0 = rng.uniform((0, 0), (w, h))
         p1 = p0 + rng.normal(0, 0.3 * max(h, w), 2)
         thickness = max(1, int(round(rng.uniform(1, 3) * scale)))
@@ -148,7 +148,7 @@ def _background(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
             axes = tuple(int(v) for v in rng.uniform(10, 80, 2) * scale)
             cv2.ellipse(img, tuple(int(v) for v in p0), axes, rng.uniform(0, 360), 0, rng.uniform(40, 160), colour,
                         thickness, cv2.LINE_AA)
-    for _ in range(int(rng.integers(1, 5))):  # soft irregular blobs: sharp-edged shapes are objects, these are not
+    for _ in range(int(rng.integers(0, 4))):  # soft irregular blobs: sharp-edged shapes are objects, these are not
         r = rng.uniform(12, 50) * scale
         k = int(rng.integers(6, 11))
         pts = _regular(k, 1.0, rng.uniform(0, math.pi)) * (r * rng.uniform(0.5, 1.3, (k, 1)))
@@ -171,7 +171,7 @@ def _texture(h: int, w: int, rng: np.random.Generator, avoid: np.ndarray) -> np.
     """An object fill (float32 [h, w, 3]) that contrasts with the mean background colour `avoid`."""
     colour = _random_colour(rng)
     for _ in range(8):
-        if np.abs(colour - avoid).sum() >= 120:
+        if np.abs(colour - avoid).sum() >= 150:
             break
         colour = _random_colour(rng)
     else:
@@ -208,7 +208,7 @@ def render_image(size: int, rng: np.random.Generator) -> tuple[np.ndarray, list[
     """One synthetic image (BGR uint8) and its objects [(class index, [x, y, w, h])]."""
     h, w = _image_size(size, rng)
     img = _background(h, w, rng)
-    n = 0 if rng.random() < 0.02 else int(rng.integers(2, 9))
+    n = 0 if rng.random() < 0.02 else int(rng.integers(2, 8))
     lo, hi = max(6.0, size * _MIN_SIDE_FRACTION), size * _MAX_SIDE_FRACTION  # >= 6 px even on tiny images
     sizes = np.sort(np.exp(rng.uniform(math.log(lo), math.log(hi), n)))[::-1]  # large first, at the back
     placed: list[np.ndarray] = []  # xyxy of earlier objects
