@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import ann, write_coco
+from data_helpers import ann, write_coco
 
 from yolox_ray.data import COCODataset, DatasetError, DataWarning
 

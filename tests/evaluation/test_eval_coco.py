@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import coco_set, load_split
+from eval_helpers import coco_set, load_split
 from torch import nn
 
 from yolox_ray.config import DataConfig, EvalConfig, ExperimentConfig, TrainConfig
