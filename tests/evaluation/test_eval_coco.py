@@ -148,3 +148,17 @@ def test_round_trip_through_train_loader(synthetic_root):
         det[:, 0] += shift
         det[:, 2] += shift
     assert evaluate_predictions(ds, dets).stats["AP50"] == pytest.approx(0.0)
+
+
+def test_evaluate_leaves_a_real_model_trainable(synthetic_root):
+    """A model evaluated mid-training (its anchor grids cached during evaluation) still trains."""
+    from yolox_ray.models import build_model
+    ds = load_split(synthetic_root, "val")
+    model = build_model("yolox_nano", num_classes=ds.num_classes)
+    result = evaluate(model, ds, _cfg(test=128), "cpu", batch_size=5)
+    assert result.num_images == len(ds) and model.training
+    model.train()
+    out = model(torch.zeros(1, 3, 128, 128))
+    grid = model.anchor_grid((128, 128), "cpu")
+    from yolox_ray.boxes import decode_boxes
+    decode_boxes(out[..., :4], grid).sum().backward()  # raises if the grid is an inference tensor

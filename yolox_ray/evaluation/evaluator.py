@@ -22,7 +22,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: tensors the model caches here (anchor grids) must stay usable in training
 def predict(model: nn.Module, dataset: COCODataset, cfg: ExperimentConfig, device: torch.device | str,
             batch_size: int | None = None, legacy: bool = False, workers: int | None = None
             ) -> tuple[dict[int, np.ndarray], float, float]:
