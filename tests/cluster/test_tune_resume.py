@@ -1,0 +1,259 @@
+"""An Optuna sweep over candidate_k whose driver is SIGKILLed mid-sweep and resumed with
+`yolox-ray tune --resume`: exactly the requested trials, the interrupted trial continued from its
+Train checkpoint, one MLflow run per trial under one parent, the Optuna history intact.
+
+Real parts only: the `yolox-ray` CLI in a subprocess (its own session, so the kill takes its whole
+process group: Ray's raylet/GCS/agents and the trial workers), a local Ray cluster, the MLflow
+server the driver starts over a temporary SQLite store (it outlives the killed driver and is
+adopted and stopped by the resumed one), Optuna's RDB storage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from yolox_ray.cluster import tracking
+
+pytestmark = pytest.mark.slow
+
+SAMPLES = 3
+EPOCHS = 8
+STUDY = {
+    "name": "ksweep",
+    "preset": "yolox_nano",
+    "overrides": {
+        "model.width": 0.125, "model.num_classes": 8, "data.input_size": [128, 128], "data.test_size": [128, 128],
+        "data.random_size": [4, 4], "data.synthetic_train": 16, "data.synthetic_val": 8, "data.synthetic_size": 128,
+        "data.workers": 0, "train.epochs": EPOCHS, "train.warmup_epochs": 1, "train.no_aug_epochs": 1,
+        "train.max_iters": 2, "train.batch_size": 4, "train.print_interval": 1, "train.eval_interval": 1,
+    },
+    "space": {"assign.candidate_k": {"type": "int", "low": 5, "high": 15}},
+    "searcher": "optuna",
+    "num_samples": SAMPLES,
+    "seed": 3,
+    "max_concurrent": 1,
+    "early_stop": False,
+    "max_failures": 1,
+}
+
+
+class Driver:
+    """`yolox-ray tune ...` in its own session; stdout collected line by line."""
+
+    def __init__(self, args: list[str], cwd: Path, env: dict[str, str]):
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen([sys.executable, "-m", "yolox_ray.cli", "tune", *args], cwd=cwd, env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     start_new_session=True)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, predicate, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate(self.lines):
+                return
+            if self.proc.poll() is not None:
+                time.sleep(0.5)  # let the reader drain
+                break
+            time.sleep(0.1)
+        raise AssertionError("driver did not reach the expected point:\n" + "\n".join(self.lines[-60:]))
+
+    def kill_group(self) -> None:
+        os.kill(self.proc.pid, signal.SIGKILL)
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=30)
+
+
+EPOCH_LINE = re.compile(r"\[ksweep\] trial (\S+) epoch (\d+)/")
+
+
+def trial_epochs(lines):
+    """{trial_id: [epochs reported, in order]} from the driver's progress lines."""
+    seen: dict[str, list[int]] = {}
+    for line in lines:
+        m = EPOCH_LINE.search(line)
+        if m:
+            seen.setdefault(m.group(1), []).append(int(m.group(2)))
+    return seen
+
+
+def processes_with_env(marker: str) -> list[int]:
+    """Pids whose environment holds `marker` (our private RAY_TMPDIR: the killed driver's cluster)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "environ").read_bytes().split(b"\0"):
+                    pids.append(int(entry.name))
+            except OSError:
+                pass
+    return pids
+
+
+def wait_cluster_gone(marker: str, spare: set[int], timeout: float = 60.0) -> None:
+    """Ray's raylet/GCS/workers notice their driver's death and exit; SIGKILL stragglers (ours)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not set(processes_with_env(marker)) - spare:
+            return
+        time.sleep(0.5)
+    for pid in set(processes_with_env(marker)) - spare:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _process_group(pgid: int) -> set[int]:
+    out = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getpgid(int(entry.name)) == pgid:
+                    out.add(int(entry.name))
+            except OSError:
+                pass
+    return out
+
+
+def checkpoints(study_dir: Path) -> dict[str, list[int]]:
+    """{trial_id: [epochs with a Train checkpoint on disk]}."""
+    out = {}
+    for run in sorted((study_dir / "train_runs").glob("trial_*")):
+        out[run.name[len("trial_"):]] = sorted(int(d.name.split("_")[1]) for d in run.glob("epoch_*"))
+    return out
+
+
+def second_trial_mid_run(study_dir: Path):
+    # Trial 1 finished (seen by Tune) and trial 2 has written its epoch-2 checkpoint, so its
+    # epoch-1 checkpoint is registered; the kill then lands while trial 2 is in epoch 3..5.
+    def predicate(lines) -> bool:
+        finished = [t for t, e in trial_epochs(lines).items() if EPOCHS in e]
+        others = [t for t, e in checkpoints(study_dir).items() if t not in finished and 2 in e]
+        return len(finished) == 1 and len(others) == 1
+    return predicate
+
+
+def optuna_trials(db: Path):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name="ksweep", storage=f"sqlite:///{db}")
+    return study.trials
+
+
+def test_killed_sweep_resumes_without_losing_or_duplicating_anything(tmp_path):
+    study_file = tmp_path / "ksweep.yaml"
+    STUDY["overrides"]["data.cache_dir"] = str(tmp_path / "data_cache")
+    study_file.write_text(yaml.safe_dump(STUDY))
+    out = tmp_path / "studies"
+    study_dir = out / "ksweep"
+    mlruns = tmp_path / "mlruns"
+    ray_tmp = tempfile.mkdtemp(prefix="gkr", dir="/tmp")  # short: Ray's socket paths have a length limit
+    env = dict(os.environ, RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.2", TUNE_GLOBAL_CHECKPOINT_S="1",
+               RAY_TMPDIR=ray_tmp, PYTHONWARNINGS="ignore::DeprecationWarning")
+    try:
+        # 1. Start the sweep; kill the driver's whole process group while trial 2 is mid-run.
+        first = Driver(["--study", str(study_file), "--out", str(out)], tmp_path, env)
+        first.wait_for(second_trial_mid_run(study_dir), timeout=420)
+        first.kill_group()
+        server_pid = json.loads((mlruns / "server.json").read_text())["pid"]
+        wait_cluster_gone(f"RAY_TMPDIR={ray_tmp}", spare=set(processes_with_env(f"RAY_TMPDIR={ray_tmp}"))
+                          & _process_group(server_pid))
+        done_id = next(t for t, e in trial_epochs(first.lines).items() if EPOCHS in e)
+        on_disk = checkpoints(study_dir)  # final: nothing of the killed cluster is left to write
+        cut_id = next(t for t in on_disk if t != done_id)
+        assert EPOCHS not in on_disk[cut_id], f"trial 2 finished before the kill: {on_disk}"
+        parent_id = json.loads((study_dir / tracking.STUDY_RUN_FILE).read_text())["run_id"]
+        assert tracking._pid_alive(server_pid), "the MLflow server must outlive the killed driver"
+        optuna_before = {t.number: t.params for t in optuna_trials(study_dir / "optuna.db")
+                         if t.state.name == "COMPLETE"}
+        assert len(optuna_before) == 1
+
+        # 2. Resume from the study directory.
+        second = Driver(["--resume", str(study_dir)], tmp_path, env)
+        rc = second.proc.wait(timeout=480)
+        second._reader.join(timeout=10)
+        log = "\n".join(second.lines)
+        assert rc == 0, log[-6000:]
+        assert "resuming the study" in log
+        after = trial_epochs(second.lines)
+        context = "\n".join(first.lines[-30:]) + "\n--- resumed ---\n" + log[-6000:]
+        assert done_id not in after, "a finished trial was run again\n" + context
+        assert cut_id in after, context
+        # It continued from its latest registered Train checkpoint (a checkpoint written in the very
+        # moment of the kill may not be registered yet) and ran to the end.
+        assert 1 < after[cut_id][0] <= max(on_disk[cut_id]) + 1, f"{after[cut_id]} {on_disk}\n" + context
+        assert after[cut_id][-1] == EPOCHS
+
+        # The resumed driver adopted the orphaned server and stopped it at the end.
+        assert not tracking._pid_alive(server_pid)
+        assert not (mlruns / "server.json").exists()
+
+        # 3. Exactly the requested trials, all finished.
+        trials = json.loads((study_dir / "trials.json").read_text())["trials"]
+        assert len(trials) == SAMPLES
+        assert {t["status"] for t in trials} == {"finished"}
+        ids = {t["trial_id"] for t in trials}
+        assert len(ids) == SAMPLES and {done_id, cut_id} <= ids
+        k_by_trial = {t["trial_id"]: t["params"]["assign.candidate_k"] for t in trials}
+        assert all(5 <= k <= 15 for k in k_by_trial.values())
+
+        # 4. MLflow: one parent (the same run before and after the kill), one child per trial.
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(f"sqlite:///{mlruns / 'mlflow.db'}")
+        exp = client.get_experiment_by_name("ksweep")
+        runs = client.search_runs([exp.experiment_id], max_results=1000)
+        parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+        children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+        assert [p.info.run_id for p in parents] == [parent_id]
+        assert parents[0].info.status == "FINISHED"
+        assert len(children) == SAMPLES
+        assert {c.data.tags["trial_id"] for c in children} == ids
+        for child in children:
+            tid = child.data.tags["trial_id"]
+            assert child.data.tags["mlflow.parentRunId"] == parent_id
+            assert child.info.status == "FINISHED"
+            assert child.data.tags["study"] == "ksweep" and child.data.tags["geometry"] == "center"
+            assert child.data.params["assign.candidate_k"] == str(k_by_trial[tid])
+            assert child.data.params["model.width"] == "0.125"
+            # Every epoch landed in this one run (an epoch the kill cut short may appear twice).
+            epochs = [m.step for m in client.get_metric_history(child.info.run_id, "epoch")]
+            assert set(epochs) == set(range(1, EPOCHS + 1)), (tid, epochs)
+            if tid != cut_id:
+                assert sorted(epochs) == list(range(1, EPOCHS + 1)), (tid, epochs)
+            assert {m.step for m in client.get_metric_history(child.info.run_id, "AP")} == set(range(1, EPOCHS + 1))
+
+        # 5. Optuna: the pre-kill history is intact and the study holds exactly the requested trials.
+        ot = optuna_trials(study_dir / "optuna.db")
+        assert [t.state.name for t in ot] == ["COMPLETE"] * SAMPLES
+        for number, params in optuna_before.items():
+            assert ot[number].params == params
+        assert sorted(t.params["assign.candidate_k"] for t in ot) == sorted(k_by_trial.values())
+    finally:
+        record = mlruns / "server.json"
+        if record.exists():  # the test failed before the resumed driver stopped it
+            info = json.loads(record.read_text())
+            tracking.stop_server(tracking.TrackingServer(info["uri"], int(info["pid"]), int(info["port"]),
+                                                         mlruns, True))
