@@ -195,11 +195,18 @@ def start_server(root: str | Path = "mlruns", *, port: int | None = None, timeou
         log_path = root / "server.log"
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True, cwd=str(root))
+                                    start_new_session=True, cwd=str(root), env=_server_env())
         _wait_healthy(uri, proc.pid, timeout_s, log_path)
         record.write_text(json.dumps({"pid": proc.pid, "port": port, "uri": uri, "owner_pid": os.getpid(),
                                       "started_at": time.time()}))
         return TrackingServer(uri=uri, pid=proc.pid, port=port, root=root, owned=True)
+
+
+def _server_env() -> dict[str, str]:
+    # The server's GenAI job runner (huey: ~8 extra processes) is not used by yolox-ray.
+    env = dict(os.environ)
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    return env
 
 
 def _kill_group(pid: int, timeout_s: float = 20.0) -> None:
@@ -266,7 +273,7 @@ def run_ui_cli(args: Any) -> int:
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
            "--artifacts-destination", (root / "artifacts").as_uri(), "--host", LOCAL_HOST, "--port", str(port),
            "--workers", "1"]
-    proc = subprocess.Popen(cmd, start_new_session=True, cwd=str(root))
+    proc = subprocess.Popen(cmd, start_new_session=True, cwd=str(root), env=_server_env())
     try:
         _wait_healthy(uri, proc.pid, 180.0, None)
         print(f"MLflow UI: {uri}  (Ctrl-C to stop)", flush=True)
