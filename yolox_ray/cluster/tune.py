@@ -236,7 +236,7 @@ class StudySpec:
     """
 
     name: str
-    preset: str = "yolox_nano"
+    preset: str | None = "yolox_nano"
     base: ExperimentConfig | None = None
     overrides: Mapping[str, Any] = field(default_factory=dict)
     space: tuple[SearchParam, ...] = ()
@@ -332,6 +332,16 @@ class StudySpec:
             space[SEED_KEY] = tune.grid_search(list(self.seeds))
         return space
 
+    def preset_name(self, row: StudyRow | None = None) -> str | None:
+        """The named starting point of a trial (a preset, else the config's name) for tags."""
+        if row is not None and row.preset is not None:
+            return row.preset
+        if row is not None and row.config is not None:
+            return row.config.name
+        if self.base is not None:
+            return self.base.name
+        return self.preset
+
     def max_epochs(self) -> int:
         rows = list(self.rows) or [None]
         return max(self.base_config(r).train.epochs for r in rows)
@@ -409,7 +419,9 @@ def validate_spec(spec: StudySpec) -> None:
         raise StudyError(f"epochs: must be an integer >= 1, got {spec.epochs!r}")
     if not isinstance(spec.seed, int):
         raise StudyError(f"seed: must be an integer, got {spec.seed!r}")
-    if spec.preset is not None and spec.base is None:
+    if spec.base is None and not (spec.rows and all(r.config is not None or r.preset for r in spec.rows)):
+        if spec.preset is None:
+            raise StudyError("preset: give a model preset or a base config (or rows that carry their own)")
         _wrap(lambda: experiment_preset(spec.preset), "preset")
 
     known = set(known_keys())
@@ -515,7 +527,7 @@ def trial_tags(spec: StudySpec, params: Mapping[str, Any], cfg: ExperimentConfig
         "study": spec.name,
         "row": row.name if row else None,
         "seed": cfg.train.seed,
-        "preset": (row.preset if row and row.preset else None) or (cfg.name if row and row.config else spec.preset),
+        "preset": spec.preset_name(row),
         "assigner": cfg.assign.assigner,
         "geometry": cfg.assign.geometry,
         "paper_ap": row.paper_ap if row else None,
@@ -806,7 +818,8 @@ def run_study(spec: StudySpec, *, address: str | None = None, storage_root: str 
         with tracking.tracking_session(tracking_uri, mlruns) as uri:
             study_run = tracking.ensure_study_run(
                 uri, study=spec.name, study_dir=study_dir, experiment_name=spec.experiment,
-                tags={"searcher": spec.searcher, "metric": spec.metric, "preset": spec.preset,
+                tags={"searcher": spec.searcher, "metric": spec.metric,
+                      "preset": spec.preset_name(spec.rows[0] if len(spec.rows) == 1 else None),
                       "num_trials": spec.total_trials(), "paper_reference": spec.paper_reference,
                       "early_stop": spec.early_stopping, "study_dir": str(study_dir),
                       "optuna_storage": f"sqlite:///{study_dir / 'optuna.db'}" if spec.searcher == "optuna" else None,
