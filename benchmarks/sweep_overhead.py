@@ -97,7 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"sweep wall time           {sweep:7.1f} s   orchestration overhead {100 * (sweep - train) / sweep:5.1f} %"
           f"  (wall / train = {sweep / train:.2f}x)")
     print(f"incl. Ray + MLflow start  {total:7.1f} s   orchestration overhead {100 * (total - train) / total:5.1f} %")
-    print(f"per-trial overhead        {(sweep - train) / max(1, len(rows)):7.1f} s")
+    per_trial = (sweep - train) / max(1, len(rows))
+    print(f"per-trial overhead        {per_trial:7.1f} s   (fit - train per trial: {(fit - train) / max(1, len(rows)):.1f} s)")
+    for minutes in (10, 60):  # the fixed per-trial cost against trials of realistic length
+        t = 60.0 * minutes
+        print(f"  -> with {minutes:>3} min of training per trial: overhead {100 * per_trial / (per_trial + t):5.1f} %")
     return 0
 
 

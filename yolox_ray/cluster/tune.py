@@ -598,8 +598,8 @@ class StudyCallback(tune.Callback):
     def _print(self, text: str) -> None:
         print(text, file=self._stream or sys.stdout, flush=True)
 
-    def _progress(self, trials: Sequence[Any]) -> None:
-        running = sum(t.status == "RUNNING" for t in trials)
+    def _progress(self, trials: Sequence[Any], starting: Any = None) -> None:
+        running = sum(t.status == "RUNNING" or t is starting for t in trials)
         failed = sum(t.status == "ERROR" for t in trials)
         done = sum(t.status == "TERMINATED" for t in trials)
         line = f"[{self.study}] trials: {running} running, {done} done, {failed} failed (of {self.total})"
@@ -616,7 +616,7 @@ class StudyCallback(tune.Callback):
         return value > self._best[0] if self.mode == "max" else value < self._best[0]
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._progress(trials)
+        self._progress(trials, starting=trial)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         value = result.get(self.metric)
@@ -796,9 +796,13 @@ def run_study(spec: StudySpec, *, address: str | None = None, storage_root: str 
     state restored, no MLflow run duplicated); its stored spec must equal `spec`.
     `resume=True` additionally requires that there is something to continue.
     """
+    import logging
+
     import ray
 
     set_ray_env_defaults()
+    # Tune's result.json/progress.csv loggers are off (ray_setup); its analysis would warn per trial.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     study_dir = study_dir_for(spec, storage_root)
     exp_path = study_dir / "tune"
     restoring = tune.Tuner.can_restore(str(exp_path))
