@@ -136,3 +136,25 @@ def test_nonfinite_loss_fails_the_run_with_the_message(ray_cluster, cache_dir, t
     with pytest.raises(Exception, match=r"non-finite loss at iteration 0") as info:
         trainer.fit()
     assert "obj=" in str(info.value)
+
+
+@pytest.mark.slow
+def test_run_training_prints_progress_and_a_rerun_resumes(ray_cluster, cache_dir, tmp_path):
+    import io
+
+    from yolox_ray.cluster.train import run_training
+
+    cfg = tiny_cfg(cache_dir, **{"train.epochs": 2, "train.no_aug_epochs": 0})
+    out = io.StringIO()
+    first = run_training(cfg, storage=str(tmp_path), name="rerun", track=False, out=out)
+    text = out.getvalue()
+    assert [m["epoch"] for m in first["history"]] == [1, 2]
+    assert "epoch   1/2" in text and "epoch   2/2" in text and "[eval]" in text
+    assert f"latest checkpoint: {tmp_path}/rerun/epoch_0002" in text
+    assert first["AP50"] == first["history"][-1]["AP50"]
+
+    # Same name, longer schedule: Ray hands the worker epoch_0002 and only epoch 3 runs.
+    longer = tiny_cfg(cache_dir, **{"train.epochs": 3, "train.no_aug_epochs": 0})
+    second = run_training(longer, storage=str(tmp_path), name="rerun", track=False, out=io.StringIO())
+    assert [m["epoch"] for m in second["history"]] == [3]
+    assert load_checkpoint(second["checkpoint"])["iteration"] == 6

@@ -217,8 +217,6 @@ class Trainer:
         window_n = 0
         done = 0
         for images, labels in self.train_loader:
-            if done >= self.iters_per_epoch:
-                break
             step_metrics = self._train_step(images, labels, ph.use_l1, epoch, done)
             done += 1
             window_n += 1
@@ -236,7 +234,8 @@ class Trainer:
                 window, window_n, window_start = {}, 0, now
             if step_metrics["stop"] > 0:
                 self.stop_reason = "max_train_seconds"
-                break
+            if done >= self.iters_per_epoch or self.stop_reason is not None:
+                break  # before fetching a batch that would not be used
         if done < self.iters_per_epoch and self.stop_reason is None:
             raise RuntimeError(f"the train loader ended after {done} of {self.iters_per_epoch} iterations")
         train_time = time.perf_counter() - epoch_start
