@@ -620,7 +620,7 @@ class StudyCallback(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         value = result.get(self.metric)
-        parts = [f"{k}={result[k]:.4f}" for k in (self.metric, "loss") if isinstance(result.get(k), (int, float))]
+        parts = [f"{k}={result[k]:.4f}" for k in dict.fromkeys((self.metric, "loss")) if isinstance(result.get(k), (int, float))]
         self._print(f"[{self.study}] trial {trial.trial_id} epoch {result.get('epoch', '?')}/{self.max_epochs}: "
                     + ", ".join(parts) + (" (evaluated)" if result.get("evaluated") else ""))
         if isinstance(value, (int, float)) and math.isfinite(value) and self._better(float(value)):
@@ -888,7 +888,9 @@ def _collect(spec: StudySpec, grid: Any, study_dir: Path, study_run: tracking.St
     sign = 1 if spec.mode == "max" else -1
     scored = [r for r in records if r.status != "failed" and isinstance(r.metrics.get(spec.metric), (int, float))
               and math.isfinite(r.metrics[spec.metric])]
-    best = max(scored, key=lambda r: sign * r.metrics[spec.metric]) if scored else None
+    # Early-stopped trials end on a rung value from an earlier epoch: rank full-length trials first.
+    pool = [r for r in scored if r.status == "finished"] or scored
+    best = max(pool, key=lambda r: sign * r.metrics[spec.metric]) if pool else None
     best_config = spec.trial_config(best.params) if best else None
     result = StudyResult(name=spec.name, study_dir=study_dir, metric=spec.metric, mode=spec.mode,
                          trials=tuple(sorted(records, key=lambda r: r.trial_id)), best=best, best_config=best_config,
