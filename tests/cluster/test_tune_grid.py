@@ -3,6 +3,7 @@ the other trial still runs to the end, and MLflow records one FAILED and one FIN
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 
 import pytest
@@ -32,9 +33,11 @@ def server(tmp_path_factory, request):
 @pytest.fixture(scope="module")
 def ray_cluster(monkeypatch_module):
     monkeypatch_module.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-    init_ray(num_cpus=2, trial_slots=2, temp_dir=tempfile.mkdtemp(prefix="gkg", dir="/tmp"))
+    temp_dir = tempfile.mkdtemp(prefix="ytg", dir="/tmp")  # short: Ray's socket paths have a length limit
+    init_ray(num_cpus=2, trial_slots=2, temp_dir=temp_dir)
     yield
     shutdown_ray()
+    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -169,9 +170,10 @@ def test_killed_sweep_resumes_without_losing_or_duplicating_anything(tmp_path):
     out = tmp_path / "studies"
     study_dir = out / "ksweep"
     mlruns = tmp_path / "mlruns"
-    ray_tmp = tempfile.mkdtemp(prefix="gkr", dir="/tmp")  # short: Ray's socket paths have a length limit
+    ray_tmp = tempfile.mkdtemp(prefix="ytr", dir="/tmp")  # short: Ray's socket paths have a length limit
     env = dict(os.environ, RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.2", TUNE_GLOBAL_CHECKPOINT_S="1",
                RAY_TMPDIR=ray_tmp, PYTHONWARNINGS="ignore::DeprecationWarning")
+    first = second = None
     try:
         # 1. Start the sweep; kill the driver's whole process group while trial 2 is mid-run.
         first = Driver(["--study", str(study_file), "--out", str(out)], tmp_path, env)
@@ -251,9 +253,14 @@ def test_killed_sweep_resumes_without_losing_or_duplicating_anything(tmp_path):
         for number, params in optuna_before.items():
             assert ot[number].params == params
         assert sorted(t.params["assign.candidate_k"] for t in ot) == sorted(k_by_trial.values())
-    finally:
+    finally:  # on failure: stop what the drivers left behind (all ours: they carry our RAY_TMPDIR)
+        for driver in (first, second):
+            if driver is not None and driver.proc.poll() is None:
+                driver.kill_group()
         record = mlruns / "server.json"
-        if record.exists():  # the test failed before the resumed driver stopped it
+        if record.exists():
             info = json.loads(record.read_text())
             tracking.stop_server(tracking.TrackingServer(info["uri"], int(info["pid"]), int(info["port"]),
                                                          mlruns, True))
+        wait_cluster_gone(f"RAY_TMPDIR={ray_tmp}", spare=set(), timeout=20)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
