@@ -90,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     overrides = dict(item.split("=", 1) for item in args.overrides if "=" in item)
     if len(overrides) != len(args.overrides):
         raise ConfigError(f"overrides: expected key=value, got {args.overrides}")
+    # The table always shows the whole roadmap; --rows runs a subset (the others read "–").
+    roadmap = ablation_rows(args.preset, data_root=data, epochs=args.epochs, num_classes=dataset_num_classes(data),
+                            overrides=overrides)
     rows = ablation_rows(args.preset, data_root=data, epochs=args.epochs, num_classes=dataset_num_classes(data),
                          rows=args.rows.split(",") if args.rows else None, overrides=overrides)
     for row in rows:
@@ -114,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         "epochs": f"{first.train.epochs} (warm-up {first.train.warmup_epochs:g}, no-aug tail {first.train.no_aug_epochs})"
                   + (f", max {first.train.max_iters} iterations/epoch" if first.train.max_iters else ""),
         "seeds": len(seeds),
+        "rows run": "all" if len(rows) == len(roadmap) else ", ".join(r.key for r in rows),
         "commit": tracking.git_commit() or "unknown",
         "study": name,
     }
@@ -127,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                               ap=None if t.status == "failed" else t.metrics.get("AP"),
                               ap50=None if t.status == "failed" else t.metrics.get("AP50"))
                   for t in result.trials]
-        table = build_table(rows, trials, {r.key: model_cost(r.config) for r in rows})
+        table = build_table(roadmap, trials, {r.key: model_cost(r.config) for r in roadmap})
         labels["MLflow"] = result.run_url()
         md, csv_text = table_markdown(table, labels), table_csv(table, labels)
         (result.study_dir / "ablation_table.md").write_text(md)
