@@ -1,6 +1,6 @@
 """Training-data throughput: full Mosaic+MixUp pipeline vs the no-aug pipeline at 640 and 416.
 
-Run by hand:  python benchmarks/data_speed.py [--images 64] [--seconds 5] [--workers 0]
+Run by hand:  python benchmarks/data_speed.py [--images 64] [--seconds 5] [--workers 0] [--cache-images]
 
 Uses synthetic JPEGs generated at 640 px (COCO-like image sizes), so every sample pays a real JPEG
 decode and resize.  Prints images/s and ms/image per (pipeline, size), the ratio of each pipeline
@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=64, help="synthetic training images (generated at 640 px)")
     parser.add_argument("--seconds", type=float, default=5.0, help="measuring time per row")
     parser.add_argument("--workers", type=int, default=0, help="also measure the DataLoader with this many workers")
+    parser.add_argument("--cache-images", action="store_true", help="decoded images in RAM (data.cache_images)")
     args = parser.parse_args()
     cv2.setNumThreads(1)  # per-process numbers; DataLoader workers are the parallelism
 
@@ -46,7 +47,7 @@ def main() -> None:
         root = generate_synthetic(Path(tmp) / "ds", args.images, 1, 640, seed=0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DataWarning)
-            ds = COCODataset(root / TRAIN_ANN, root / TRAIN_IMAGES)
+            ds = COCODataset(root / TRAIN_ANN, root / TRAIN_IMAGES, cache_images=args.cache_images)
         rng = np.random.default_rng(0)
         files = [str(ds.image_path(i)) for i in range(len(ds))]
         decode = rate(lambda: cv2.imread(files[int(rng.integers(len(files)))]), args.seconds)
@@ -57,7 +58,8 @@ def main() -> None:
                 samples = TrainSamples(ds, cfg)
                 r = rate(lambda: samples.sample(int(rng.integers(len(ds))), strong, rng), args.seconds)
                 rows.append((name, size, r))
-        print(f"\nOne process, {len(ds)} synthetic 640-px JPEGs; cv2 single-threaded.  JPEG decode alone: "
+        print(f"\nOne process, {len(ds)} synthetic 640-px JPEGs{' (cached in RAM)' if args.cache_images else ''}; "
+              f"cv2 single-threaded.  JPEG decode alone: "
               f"{decode:.0f} img/s ({1000 / decode:.1f} ms)")
         print(f"{'pipeline':<14}{'size':>6}{'img/s':>9}{'ms/img':>9}{'vs no-aug':>11}{'vs decode':>11}")
         base = {size: r for name, size, r in rows if name == "no-aug"}

@@ -63,6 +63,13 @@ def test_missing_image_detected_when_building(tmp_path):
         COCODataset(ann_file, image_dir)
 
 
+def test_empty_image_file_detected_when_building(tmp_path):
+    ann_file, image_dir = write_coco(tmp_path, _images(2), [ann(1, 1, 7, [1, 1, 5, 5])], CATS)
+    (image_dir / "im2.png").write_bytes(b"")
+    with pytest.raises(DatasetError, match=r"1 image\(s\).*are empty files: .*im2\.png"):
+        COCODataset(ann_file, image_dir)
+
+
 def test_unreadable_image_raises_naming_file(tmp_path):
     ann_file, image_dir = write_coco(tmp_path, _images(1), [ann(1, 1, 7, [1, 1, 5, 5])], CATS)
     (image_dir / "im1.png").write_bytes(b"not a png at all")

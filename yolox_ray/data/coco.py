@@ -168,15 +168,24 @@ class COCODataset:
         return boxes, classes
 
     def _check_files(self) -> None:
+        """Every listed image exists and is not empty (one directory scan; decoding waits for `load`)."""
         try:
-            present = set(os.listdir(self.image_dir))
+            with os.scandir(self.image_dir) as entries:
+                sizes = {e.name: e.stat().st_size for e in entries if e.is_file()}
         except OSError as exc:
             raise DatasetError(f"image folder {self.image_dir} cannot be listed: {exc}") from None
-        missing = [f for f in self._files if f.name not in present and not f.is_file()]
-        if missing:
-            shown = ", ".join(str(f) for f in missing[:5])
-            raise DatasetError(f"{len(missing)} image(s) listed in {self.ann_file} are missing from "
-                               f"{self.image_dir}: {shown}{' …' if len(missing) > 5 else ''}")
+        missing, empty = [], []
+        for f in self._files:
+            size = sizes.get(f.name) if f.parent == self.image_dir else (f.stat().st_size if f.is_file() else None)
+            if size is None:
+                missing.append(f)
+            elif size == 0:
+                empty.append(f)
+        for bad, what in ((missing, f"are missing from {self.image_dir}"), (empty, "are empty files")):
+            if bad:
+                shown = ", ".join(str(f) for f in bad[:5])
+                raise DatasetError(f"{len(bad)} image(s) listed in {self.ann_file} {what}: {shown}"
+                                   f"{' …' if len(bad) > 5 else ''}")
 
     def _read(self, i: int) -> np.ndarray:
         path = self._files[i]
