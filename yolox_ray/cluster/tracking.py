@@ -532,10 +532,12 @@ class MLflowTrialLogger:
             return
         best = run.data.metrics.get("best_checkpoint_AP")
         self._best_logged = float(best) if best is not None else None
-        if run.data.params:  # resumed run: parameters were logged by the first attempt
-            return
+        logged = run.data.params  # a resumed run: the first attempt logged them (maybe not all)
         flat = to_flat_dict(trainer.cfg)
-        params = [Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v)) for k, v in flat.items()]
+        params = [Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v)) for k, v in flat.items()
+                  if k not in logged]
+        if not params:
+            return
         for i in range(0, len(params), _MAX_PARAMS_PER_BATCH):
             self._safe("log params", self.client.log_batch, self.run_id, params=params[i:i + _MAX_PARAMS_PER_BATCH])
         self._safe("config artifact", self.client.log_text, self.run_id, dump_yaml(trainer.cfg), "config.yaml")

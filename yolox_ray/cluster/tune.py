@@ -681,6 +681,8 @@ class TrialRecord:
 
 @dataclass(frozen=True)
 class StudyResult:
+    """A finished (or continued) study; `trials` in the order Tune created them."""
+
     name: str
     study_dir: Path
     metric: str
@@ -893,7 +895,7 @@ def _collect(spec: StudySpec, grid: Any, study_dir: Path, study_run: tracking.St
     best = max(pool, key=lambda r: sign * r.metrics[spec.metric]) if pool else None
     best_config = spec.trial_config(best.params) if best else None
     result = StudyResult(name=spec.name, study_dir=study_dir, metric=spec.metric, mode=spec.mode,
-                         trials=tuple(sorted(records, key=lambda r: r.trial_id)), best=best, best_config=best_config,
+                         trials=tuple(records), best=best, best_config=best_config,
                          tracking_uri=study_run.tracking_uri, experiment_id=study_run.experiment_id,
                          parent_run_id=study_run.run_id)
     (study_dir / "trials.json").write_text(json.dumps(
