@@ -20,6 +20,7 @@ Extra `key=value` arguments override every row's config (e.g. `train.max_iters=5
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -69,6 +70,20 @@ def model_cost(cfg: ExperimentConfig) -> ModelCost:
     return ModelCost(params=count_params(model), gflops=count_gflops(model, cfg.data.test_size))
 
 
+def local_concurrency(args: argparse.Namespace, trials: int) -> int:
+    """Trials at once: on a new local cluster as many as its CPUs (or GPUs) fit, else all of them
+    (an existing cluster queues the rest)."""
+    if args.address is not None:
+        return trials
+    if args.gpus_per_worker > 0:
+        import torch
+
+        fit = int(torch.cuda.device_count() // (args.workers * args.gpus_per_worker))
+    else:
+        fit = int((os.cpu_count() or 1) // (args.workers * args.cpus_per_worker))
+    return max(1, min(trials, fit))
+
+
 def describe_model(cfg: ExperimentConfig) -> str:
     m = cfg.model
     if m.backbone == "darknet53":
@@ -91,9 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     if len(overrides) != len(args.overrides):
         raise ConfigError(f"overrides: expected key=value, got {args.overrides}")
     # The table always shows the whole roadmap; --rows runs a subset (the others read "–").
-    roadmap = ablation_rows(args.preset, data_root=data, epochs=args.epochs, num_classes=dataset_num_classes(data),
+    num_classes = dataset_num_classes(data)
+    roadmap = ablation_rows(args.preset, data_root=data, epochs=args.epochs, num_classes=num_classes,
                             overrides=overrides)
-    rows = ablation_rows(args.preset, data_root=data, epochs=args.epochs, num_classes=dataset_num_classes(data),
+    rows = ablation_rows(args.preset, data_root=data, epochs=args.epochs, num_classes=num_classes,
                          rows=args.rows.split(",") if args.rows else None, overrides=overrides)
     for row in rows:
         validate_run(row.config, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
@@ -104,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = StudySpec(
         name=name, preset=None, searcher="grid", early_stop=False,
         rows=tuple(StudyRow(name=r.key, config=r.config, paper_ap=r.paper.ap) for r in rows), seeds=seeds,
-        max_concurrent=args.max_concurrent or len(rows) * len(seeds),
+        max_concurrent=args.max_concurrent or local_concurrency(args, len(rows) * len(seeds)),
         workers=args.workers, cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
         paper_reference="YOLOX (Ge et al. 2021) Table 2, YOLOX-DarkNet53 640x640 300 epochs COCO val2017",
         description=f"ablation roadmap, preset {args.preset}",
@@ -132,7 +148,10 @@ def main(argv: list[str] | None = None) -> int:
                               ap50=None if t.status == "failed" else t.metrics.get("AP50"))
                   for t in result.trials]
         table = build_table(roadmap, trials, {r.key: model_cost(r.config) for r in roadmap})
-        labels["MLflow"] = result.run_url()
+        # A local server lives only while the script runs: point at `yolox-ray ui` (port 5000) instead.
+        ui_url = None if args.tracking_uri else "http://127.0.0.1:5000"
+        labels["MLflow"] = result.run_url() if args.tracking_uri else \
+            f"study run {result.parent_run_id} in {Path(args.mlruns).resolve()} (open with `yolox-ray ui`)"
         md, csv_text = table_markdown(table, labels), table_csv(table, labels)
         (result.study_dir / "ablation_table.md").write_text(md)
         (result.study_dir / "ablation_table.csv").write_text(csv_text)
@@ -141,14 +160,17 @@ def main(argv: list[str] | None = None) -> int:
         client.log_text(result.parent_run_id, csv_text, "ablation_table.csv")
         for key in ("preset", "model", "input size", "data", "epochs", "commit"):
             client.set_tag(result.parent_run_id, key.replace(" ", "_"), str(labels[key]))
-        report = build_report(name, result.study_dir / "report", uri)
+        report = build_report(name, result.study_dir / "report", uri, ui_url=ui_url)
 
     print()
     print(md)
     print(f"table:  {result.study_dir / 'ablation_table.md'} (and .csv)")
     print(f"report: {report}")
+    missing = sum(r.n_missing for r in table)
     print(f"{len(result.trials)} trials ({result.num_failed} failed) in {time.perf_counter() - start:.0f} s")
-    return 0 if result.num_failed == 0 else 1
+    if missing:
+        print(f"{missing} trial(s) have no result yet: run the same command again to continue the study")
+    return 0 if result.num_failed == 0 and missing == 0 else 1
 
 
 if __name__ == "__main__":

@@ -103,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         if result.best_config is not None:
             dump_yaml(result.best_config, out / "best_config.yaml")
             print(f"best config: {out / 'best_config.yaml'}")
-        print(f"report: {build_report(name, out / 'report', uri)}")
+        # A local server lives only while the script runs: link the report to `yolox-ray ui` (port 5000).
+        ui_url = None if args.tracking_uri else "http://127.0.0.1:5000"
+        print(f"report: {build_report(name, out / 'report', uri, ui_url=ui_url)}")
     return 0 if result.num_finished > 0 else 1
 
 

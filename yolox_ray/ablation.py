@@ -271,7 +271,7 @@ class TableRow:
     key: str
     label: str
     n: int  # seeds with a result
-    n_failed: int
+    n_missing: int  # trials of this row without an AP (failed, interrupted)
     ap_mean: float | None  # percent
     ap_std: float | None
     ap50_mean: float | None
@@ -313,7 +313,7 @@ def build_table(
         ap50_mean, _ = _mean_std([100.0 * res.ap50 for res in ok if res.ap50 is not None])
         cost = costs.get(row.key)
         table.append(TableRow(
-            key=row.key, label=row.label, n=len(ok), n_failed=len(mine) - len(ok),
+            key=row.key, label=row.label, n=len(ok), n_missing=len(mine) - len(ok),
             ap_mean=ap_mean, ap_std=ap_std, ap50_mean=ap50_mean,
             delta=None if ap_mean is None or prev_ap is None else ap_mean - prev_ap,
             paper_ap=row.paper.ap,
@@ -339,7 +339,7 @@ def _fmt(value: float | None, digits: int = 1, signed: bool = False) -> str:
 
 def _cells(r: TableRow) -> list[str]:
     ap = "–" if r.ap_mean is None else (f"{r.ap_mean:.1f} ± {r.ap_std:.1f}" if r.n > 1 else f"{r.ap_mean:.1f}")
-    seeds = f"{r.n}" + (f" ({r.n_failed} failed)" if r.n_failed else "")
+    seeds = f"{r.n}" + (f" ({r.n_missing} without result)" if r.n_missing else "")
     return [r.label, ap, _fmt(r.ap50_mean), _fmt(r.delta, signed=True), _fmt(r.paper_ap),
             _fmt(r.paper_delta, signed=True), _fmt(r.params_m, 2), _fmt(r.gflops, 2),
             _fmt(r.paper_params_m, 2), _fmt(r.paper_gflops), seeds]
@@ -361,12 +361,12 @@ def table_csv(table: Sequence[TableRow], labels: Mapping[str, object]) -> str:
     """CSV with one line per row (machine-readable fields) and the labels repeated on each line."""
     buf = io.StringIO()
     label_keys = list(labels)
-    fields = ["key", "label", "n_seeds", "n_failed", "ap_mean", "ap_std", "ap50_mean", "delta", "paper_ap",
+    fields = ["key", "label", "n_seeds", "n_missing", "ap_mean", "ap_std", "ap50_mean", "delta", "paper_ap",
               "paper_delta", "params_m", "gflops", "paper_params_m", "paper_gflops", *label_keys]
     writer = csv.writer(buf)
     writer.writerow(fields)
     for r in table:
-        writer.writerow([r.key, r.label, r.n, r.n_failed, r.ap_mean, r.ap_std, r.ap50_mean, r.delta, r.paper_ap,
+        writer.writerow([r.key, r.label, r.n, r.n_missing, r.ap_mean, r.ap_std, r.ap50_mean, r.delta, r.paper_ap,
                          r.paper_delta, r.params_m, r.gflops, r.paper_params_m, r.paper_gflops,
                          *(labels[k] for k in label_keys)])
     return buf.getvalue()

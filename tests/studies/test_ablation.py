@@ -121,11 +121,11 @@ def test_build_table_mean_std_deltas_and_failures():
     costs = {"yolov3_baseline": ModelCost(params=1_500_000, gflops=0.75)}
     table = build_table(rows, results, costs)
     b, d, s = table
-    assert (b.n, b.n_failed) == (2, 0)
+    assert (b.n, b.n_missing) == (2, 0)
     assert b.ap_mean == pytest.approx(15.0) and b.ap_std == pytest.approx(7.0710678)  # sample std of 10, 20
     assert b.ap50_mean == pytest.approx(35.0) and b.delta is None and b.paper_delta is None
     assert (b.params_m, b.gflops) == (1.5, 0.75)
-    assert (d.n, d.n_failed, d.ap_mean, d.ap_std) == (1, 1, pytest.approx(25.0), 0.0)
+    assert (d.n, d.n_missing, d.ap_mean, d.ap_std) == (1, 1, pytest.approx(25.0), 0.0)
     assert d.delta == pytest.approx(10.0) and d.paper_delta == pytest.approx(39.6 - 38.5)
     assert s.ap_mean is None and s.delta is None and d.params_m is None
     labels = {"preset": "quick", "commit": "abc123"}
