@@ -83,6 +83,15 @@ def test_aggregation_from_real_mlflow_runs(store):
     assert k_curve(runs.trials) == []  # k never varies in the ablation study
 
 
+def test_report_command_writes_the_html(store, tmp_path, capsys):
+    from yolox_ray.cli import main
+
+    uri, _ = store
+    assert main(["report", "--study", "abl-demo", "--out", str(tmp_path / "r"), "--tracking-uri", uri]) == 0
+    assert str(tmp_path / "r" / "report.html") in capsys.readouterr().out
+    assert (tmp_path / "r" / "ablation.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_unknown_study_is_a_clear_error(store, tmp_path, capsys):
     uri, _ = store
     rc = run_report_cli(Namespace(study="nope", out=str(tmp_path), tracking_uri=uri))
