@@ -284,6 +284,9 @@ def plot_learning_curves(trials: Sequence[TrialRun], path: Path) -> Path:
         values = [100.0 * v for _, v in t.ap_history]
         label = t.name + (f" ({t.row}, seed {t.seed})" if t.row else "")
         ax.plot(steps, values, marker="o", markersize=3, label=label)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch (MLflow step)")
     ax.set_ylabel("AP [0.5:0.95] (%)")
     ax.set_title(f"Learning curves of the best {len(trials)} trials")
@@ -317,7 +320,7 @@ def _pct(v: float | None) -> str:
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
-table { border-collapse: collapse; font-size: 0.85em; } td, th { border: 1px solid #ccc; padding: 3px 6px; }
+table { border-collapse: collapse; font-size: 0.85em; display: block; overflow-x: auto; } td, th { border: 1px solid #ccc; padding: 3px 6px; }
 th { background: #f3f3f3; } figure { margin: 1em 0; } img.plot { max-width: 100%; border: 1px solid #eee; }
 .note { color: #666; font-size: 0.9em; } code { background: #f6f6f6; padding: 0 3px; }
 """
