@@ -16,7 +16,6 @@ Running the same command again continues the study.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -24,8 +23,8 @@ from pathlib import Path
 from yolox_ray.ablation import ablation_rows, dataset_num_classes
 from yolox_ray.cluster import tracking
 from yolox_ray.cluster.tune import SearchParam, StudySpec, print_result, run_study
-from yolox_ray.config import ConfigError, TrainConfig, dump_yaml
-from yolox_ray.report import ReportError, build_report, optuna_importances, plot_importances
+from yolox_ray.config import ConfigError, TrainConfig
+from yolox_ray.report import write_search_outputs
 
 
 def no_aug_range(train: TrainConfig) -> tuple[int, int]:
@@ -88,24 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     with tracking.tracking_session(args.tracking_uri, args.mlruns) as uri:
         result = run_study(spec, address=args.address, storage_root=args.out, tracking_uri=uri)
         print_result(result)
-        out = result.study_dir
-        try:
-            _, importances = optuna_importances(f"sqlite:///{out / 'optuna.db'}", name)
-        except ReportError as exc:
-            importances = {}
-            print(f"no parameter importances: {exc}")
-        if importances:
-            (out / "importances.json").write_text(json.dumps(importances, indent=1))
-            plot_importances(importances, out / "importances.png")
-            print("\nparameter importances (Optuna PED-ANOVA):")
-            for key, value in sorted(importances.items(), key=lambda kv: -kv[1]):
-                print(f"  {key:28s} {value:.3f}")
-        if result.best_config is not None:
-            dump_yaml(result.best_config, out / "best_config.yaml")
-            print(f"best config: {out / 'best_config.yaml'}")
-        # A local server lives only while the script runs: link the report to `yolox-ray ui` (port 5000).
-        ui_url = None if args.tracking_uri else "http://127.0.0.1:5000"
-        print(f"report: {build_report(name, out / 'report', uri, ui_url=ui_url)}")
+        write_search_outputs(result, name, uri, user_tracking_uri=args.tracking_uri)
     return 0 if result.num_finished > 0 else 1
 
 

@@ -24,8 +24,8 @@ from pathlib import Path
 from yolox_ray.ablation import ablation_rows, dataset_num_classes
 from yolox_ray.cluster import tracking
 from yolox_ray.cluster.tune import SearchParam, StudySpec, print_result, run_study
-from yolox_ray.config import ConfigError, dump_yaml
-from yolox_ray.report import ReportError, build_report, k_points, optuna_importances, plot_importances, plot_k_curve
+from yolox_ray.config import ConfigError
+from yolox_ray.report import k_points, plot_k_curve, write_search_outputs
 
 # candidate_k is an integer in 5..15 inclusive (the paper's range); the rest around the official values.
 OPTUNA_SPACE = (
@@ -109,25 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{p.k:<3} {p.ap_mean:6.2f}  {p.ap_std:5.2f}  {p.n}")
             print(f"k curve: {out / 'k_curve.png'}")
         # Parameter importances from the Optuna RDB study (Optuna's default evaluator, PED-ANOVA).
-        importances: dict[str, float] = {}
-        if spec.searcher == "optuna":
-            try:
-                _, importances = optuna_importances(f"sqlite:///{out / 'optuna.db'}", name)
-            except ReportError as exc:
-                print(f"no parameter importances: {exc}")
-        if importances:
-            (out / "importances.json").write_text(json.dumps(importances, indent=1))
-            plot_importances(importances, out / "importances.png")
-            print("\nparameter importances (Optuna PED-ANOVA):")
-            for key, value in sorted(importances.items(), key=lambda kv: -kv[1]):
-                print(f"  {key:28s} {value:.3f}")
-            print(f"importances: {out / 'importances.png'}")
-        if result.best_config is not None:
-            dump_yaml(result.best_config, out / "best_config.yaml")
-            print(f"best config: {out / 'best_config.yaml'}")
-        # A local server lives only while the script runs: link the report to `yolox-ray ui` (port 5000).
-        ui_url = None if args.tracking_uri else "http://127.0.0.1:5000"
-        print(f"report: {build_report(name, out / 'report', uri, ui_url=ui_url)}")
+        write_search_outputs(result, name, uri, user_tracking_uri=args.tracking_uri,
+                             importances=spec.searcher == "optuna")
     return 0 if result.num_finished > 0 else 1
 
 

@@ -21,10 +21,10 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
-import io
 import math
 import statistics
 from dataclasses import dataclass, field
+import json
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -446,3 +446,33 @@ def default_tracking_uri(root: str | Path = "mlruns") -> str:
     if not db.exists():
         raise ReportError(f"no MLflow store at {db.resolve()}; run a study first or pass --tracking-uri")
     return f"sqlite:///{db.resolve()}"
+
+
+def write_search_outputs(result: Any, study_name: str, tracking_uri: str, *, user_tracking_uri: str | None,
+                         importances: bool = True) -> None:
+    """What every search study writes at its end: importances, the best config and the HTML report.
+
+    `result` is a `yolox_ray.cluster.tune.StudyResult`; files go into its study folder.
+    """
+    from yolox_ray.config import dump_yaml
+
+    out = Path(result.study_dir)
+    found: dict[str, float] = {}
+    if importances:
+        try:
+            _, found = optuna_importances(f"sqlite:///{out / 'optuna.db'}", study_name)
+        except ReportError as exc:
+            print(f"no parameter importances: {exc}")
+    if found:
+        (out / "importances.json").write_text(json.dumps(found, indent=1))
+        plot_importances(found, out / "importances.png")
+        print("\nparameter importances (Optuna PED-ANOVA):")
+        for key, value in sorted(found.items(), key=lambda kv: -kv[1]):
+            print(f"  {key:28s} {value:.3f}")
+        print(f"importances: {out / 'importances.png'}")
+    if result.best_config is not None:
+        dump_yaml(result.best_config, out / "best_config.yaml")
+        print(f"best config: {out / 'best_config.yaml'}")
+    # A local server lives only while the script runs: link the report to `yolox-ray ui` (port 5000).
+    ui_url = None if user_tracking_uri else "http://127.0.0.1:5000"
+    print(f"report: {build_report(study_name, out / 'report', tracking_uri, ui_url=ui_url)}")
