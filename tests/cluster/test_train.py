@@ -89,6 +89,8 @@ def test_bad_input_fails_before_ray_starts(cache_dir, tmp_path):
         run_training(tiny_cfg(cache_dir), workers=3, storage=str(tmp_path), track=False)
     with pytest.raises(ConfigError, match="data.root"):
         run_training(tiny_cfg(cache_dir, **{"data.root": str(tmp_path / "nope")}), storage=str(tmp_path), track=False)
+    with pytest.raises(ConfigError, match="model.num_classes: the model has 80 classes but the synthetic dataset has 8"):
+        run_training(tiny_cfg(cache_dir, **{"model.num_classes": 80}), storage=str(tmp_path), track=False)
     with pytest.raises(ConfigError, match="--cpus-per-worker"):
         run_training(tiny_cfg(cache_dir), cpus_per_worker=0, storage=str(tmp_path), track=False)
     assert not ray.is_initialized()
