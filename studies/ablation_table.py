@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -41,26 +40,15 @@ from yolox_ray.cluster.tune import StudyRow, StudySpec, run_study
 from yolox_ray.config import ConfigError, ExperimentConfig
 from yolox_ray.models import build_model, count_gflops, count_params
 from yolox_ray.report import build_report
+from yolox_ray.study_cli import add_study_args, run_script, study_data, study_overrides
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=("quick", "paper"), default="quick", help="scale of the study (default quick)")
     p.add_argument("--seeds", type=int, default=1, help="seeds per row (default 1)")
-    p.add_argument("--data", default="synthetic", help="'synthetic' or a COCO-format root (required for --preset paper)")
-    p.add_argument("--epochs", type=int, default=None, help="schedule length (warm-up and no-aug tail move with it)")
     p.add_argument("--rows", default=None, help=f"comma-separated subset of rows ({','.join(ROW_KEYS)})")
-    p.add_argument("--address", default=None, help="Ray cluster ('auto' = the running one); default: a local cluster")
-    p.add_argument("--workers", type=int, default=1, help="Ray Train workers per trial (DDP)")
-    p.add_argument("--gpus-per-worker", type=float, default=0.0)
-    p.add_argument("--cpus-per-worker", type=float, default=1.0)
-    p.add_argument("--max-concurrent", type=int, default=None,
-                   help="trials at once (default: as many as the cluster fits)")
-    p.add_argument("--out", default="studies_out", help="studies folder (shared storage on a cluster)")
-    p.add_argument("--name", default=None, help="study name (default ablation-<preset>)")
-    p.add_argument("--tracking-uri", default=None, help="MLflow server; default: a local one over ./mlruns")
-    p.add_argument("--mlruns", default="mlruns", help="the local MLflow store when --tracking-uri is not given")
-    p.add_argument("overrides", nargs="*", help="key=value overrides applied to every row")
+    add_study_args(p, name_help="study name (default ablation-<preset>)", max_concurrent=None)
     return p.parse_args(argv)
 
 
@@ -96,15 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
 
     # 1. The rows, validated before any cluster work.
-    if args.preset == "paper" and args.data == "synthetic":
-        raise ConfigError("--preset paper trains on COCO: pass --data /path/to/coco (and usually --address auto "
-                          "--gpus-per-worker 1)")
     if args.seeds < 1:
         raise ConfigError(f"--seeds: must be >= 1, got {args.seeds}")
-    data = args.data if args.data == "synthetic" else str(Path(args.data).expanduser().resolve())
-    overrides = dict(item.split("=", 1) for item in args.overrides if "=" in item)
-    if len(overrides) != len(args.overrides):
-        raise ConfigError(f"overrides: expected key=value, got {args.overrides}")
+    data, overrides = study_data(args), study_overrides(args.overrides)
     # The table always shows the whole roadmap; --rows runs a subset (the others read "–").
     num_classes = dataset_num_classes(data)
     roadmap = ablation_rows(args.preset, data_root=data, epochs=args.epochs, num_classes=num_classes,
@@ -129,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         "preset": args.preset,
         "model": describe_model(first),
         "input size": f"{first.data.input_size[0]}x{first.data.input_size[1]} (test {first.data.test_size[0]})",
-        "data": "built-in synthetic shapes (8 classes)" if data == "synthetic" else data,
+        "data": (f"built-in synthetic shapes (8 classes, style {first.data.synthetic_style}, "
+                 f"{first.data.synthetic_train}/{first.data.synthetic_val} images)") if data == "synthetic" else data,
         "epochs": f"{first.train.epochs} (warm-up {first.train.warmup_epochs:g}, no-aug tail {first.train.no_aug_epochs})"
                   + (f", max {first.train.max_iters} iterations/epoch" if first.train.max_iters else ""),
         "seeds": len(seeds),
@@ -174,8 +157,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except ConfigError as exc:
-        print(f"ablation_table: invalid configuration: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main, "ablation_table")

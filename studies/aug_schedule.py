@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
-from pathlib import Path
 
 from yolox_ray.ablation import ablation_rows, dataset_num_classes
 from yolox_ray.cluster import tracking
 from yolox_ray.cluster.tune import SearchParam, StudySpec, print_result, run_study
-from yolox_ray.config import ConfigError, TrainConfig
+from yolox_ray.config import TrainConfig
 from yolox_ray.report import write_search_outputs
+from yolox_ray.study_cli import add_study_args, run_script, study_data, study_overrides
 
 
 def no_aug_range(train: TrainConfig) -> tuple[int, int]:
@@ -51,29 +50,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=("quick", "paper"), default="quick")
     p.add_argument("--samples", type=int, default=12, help="Optuna trials (default 12)")
-    p.add_argument("--data", default="synthetic")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--address", default=None)
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--gpus-per-worker", type=float, default=0.0)
-    p.add_argument("--cpus-per-worker", type=float, default=1.0)
-    p.add_argument("--max-concurrent", type=int, default=2, help="trials at once (capped by the cluster)")
-    p.add_argument("--out", default="studies_out")
-    p.add_argument("--name", default=None, help="study name (default aug_schedule-<preset>)")
-    p.add_argument("--tracking-uri", default=None)
-    p.add_argument("--mlruns", default="mlruns")
-    p.add_argument("overrides", nargs="*", help="key=value overrides of the base config")
+    add_study_args(p, name_help="study name (default aug_schedule-<preset>)")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.preset == "paper" and args.data == "synthetic":
-        raise ConfigError("--preset paper trains on COCO: pass --data /path/to/coco")
-    data = args.data if args.data == "synthetic" else str(Path(args.data).expanduser().resolve())
-    overrides = dict(item.split("=", 1) for item in args.overrides if "=" in item)
-    if len(overrides) != len(args.overrides):
-        raise ConfigError(f"overrides: expected key=value, got {args.overrides}")
+    data, overrides = study_data(args), study_overrides(args.overrides)
     base = ablation_rows(args.preset, data_root=data, epochs=args.epochs, num_classes=dataset_num_classes(data),
                          rows=["simota"], overrides=overrides)[0].config
     name = args.name or f"aug_schedule-{args.preset}"
@@ -92,8 +75,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except ConfigError as exc:
-        print(f"aug_schedule: invalid configuration: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main, "aug_schedule")

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
 from yolox_ray.ablation import ablation_rows, dataset_num_classes
 from yolox_ray.cluster import tracking
 from yolox_ray.cluster.tune import SearchParam, StudySpec, print_result, run_study
 from yolox_ray.config import ConfigError
 from yolox_ray.report import k_points, plot_k_curve, write_search_outputs
+from yolox_ray.study_cli import add_study_args, run_script, study_data, study_overrides
 
 # candidate_k is an integer in 5..15 inclusive (the paper's range); the rest around the official values.
 OPTUNA_SPACE = (
@@ -49,31 +48,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--k-values", default=None, help="with --k-grid: comma-separated subset of 5..15")
     p.add_argument("--seeds", type=int, default=1, help="with --k-grid: seeds per k (error bars)")
     p.add_argument("--no-early-stop", action="store_true", help="run every Optuna trial to the end (no ASHA)")
-    p.add_argument("--data", default="synthetic")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--address", default=None)
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--gpus-per-worker", type=float, default=0.0)
-    p.add_argument("--cpus-per-worker", type=float, default=1.0)
-    p.add_argument("--max-concurrent", type=int, default=2, help="trials at once (capped by the cluster)")
-    p.add_argument("--out", default="studies_out")
-    p.add_argument("--name", default=None, help="study name (default tune_simota-<preset> / k_grid-<preset>)")
-    p.add_argument("--tracking-uri", default=None)
-    p.add_argument("--mlruns", default="mlruns")
-    p.add_argument("overrides", nargs="*", help="key=value overrides of the base config")
+    add_study_args(p, name_help="study name (default tune_simota-<preset> / k_grid-<preset>)")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.preset == "paper" and args.data == "synthetic":
-        raise ConfigError("--preset paper trains on COCO: pass --data /path/to/coco")
     if not args.k_grid and (args.seeds != 1 or args.k_values):
         raise ConfigError("--seeds/--k-values need --k-grid (Optuna samples one seed per trial)")
-    data = args.data if args.data == "synthetic" else str(Path(args.data).expanduser().resolve())
-    overrides = dict(item.split("=", 1) for item in args.overrides if "=" in item)
-    if len(overrides) != len(args.overrides):
-        raise ConfigError(f"overrides: expected key=value, got {args.overrides}")
+    data, overrides = study_data(args), study_overrides(args.overrides)
     base = ablation_rows(args.preset, data_root=data, epochs=args.epochs, num_classes=dataset_num_classes(data),
                          rows=["simota"], overrides=overrides)[0].config
 
@@ -115,8 +98,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except ConfigError as exc:
-        print(f"tune_simota: invalid configuration: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main, "tune_simota")

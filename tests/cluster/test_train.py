@@ -17,23 +17,15 @@ import torch
 
 os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.2"
 
-from yolox_ray.config import ConfigError, apply_overrides, experiment_preset  # noqa: E402
+from yolox_ray.config import ConfigError  # noqa: E402
 from yolox_ray.engine.checkpoint import load_checkpoint  # noqa: E402
+from tiny_config import tiny_cfg as shared_tiny_cfg  # noqa: E402
 
 COCO_KEYS = {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"}
 
 
 def tiny_cfg(cache_dir: str, **overrides):
-    base = {
-        "model.width": 0.125, "model.num_classes": 8,
-        "data.synthetic_train": 8, "data.synthetic_val": 4, "data.synthetic_size": 128, "data.cache_dir": cache_dir,
-        "data.input_size": (128, 128), "data.test_size": (128, 128), "data.random_size": (3, 5),
-        "data.workers": 0, "eval.batch_size": 4,
-        "train.epochs": 3, "train.warmup_epochs": 1, "train.no_aug_epochs": 1, "train.batch_size": 4,
-        "train.eval_interval": 2, "train.multiscale_interval": 3, "train.print_interval": 1, "train.ema_ramp": 5.0,
-    }
-    base.update(overrides)
-    return apply_overrides(experiment_preset("yolox_nano"), base)
+    return shared_tiny_cfg(cache_dir, epochs=3, no_aug_epochs=1, **overrides)
 
 
 class KillOnce:

@@ -32,7 +32,7 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
 
 
 def test_valid_coco_with_coco_like_sizes(tmp_path):
-    root = generate_synthetic(tmp_path / "s", 60, 2, 320, seed=0)
+    root = generate_synthetic(tmp_path / "s", 60, 2, 320, seed=0, style="coco_like")
     data = json.loads((root / TRAIN_ANN).read_text())
     assert [c["name"] for c in data["categories"]] == list(SYNTHETIC_CLASSES)
     boxes = np.array([a["bbox"] for a in data["annotations"]])
@@ -51,6 +51,32 @@ def test_valid_coco_with_coco_like_sizes(tmp_path):
     img, b, _ = ds.load(0)
     assert img.shape[:2] == (data["images"][0]["height"], data["images"][0]["width"])
     assert max(img.shape[:2]) == 320
+
+
+def test_easy_style_has_fewer_larger_objects(tmp_path):
+    root = generate_synthetic(tmp_path / "s", 60, 2, 320, seed=0)  # the default style
+    data = json.loads((root / TRAIN_ANN).read_text())
+    assert data["info"]["style"] == "easy"
+    per_image = np.bincount([a["image_id"] for a in data["annotations"]], minlength=61)[1:]
+    assert per_image.max() <= 5 and per_image.mean() >= 2
+    boxes = np.array([a["bbox"] for a in data["annotations"]])
+    assert boxes[:, 2:].min() >= 320 / 10 - 1  # smallest side about a tenth of the image
+    assert len({a["category_id"] for a in data["annotations"]}) == len(SYNTHETIC_CLASSES)
+    hard = json.loads((generate_synthetic(tmp_path / "h", 60, 2, 320, seed=0, style="coco_like") / TRAIN_ANN).read_text())
+    easy_area = np.median(boxes[:, 2] * boxes[:, 3])
+    hard_area = np.median([a["bbox"][2] * a["bbox"][3] for a in hard["annotations"]])
+    assert easy_area > 2 * hard_area
+
+
+def test_unknown_style_is_refused(tmp_path):
+    import pytest
+
+    from yolox_ray.config import ConfigError
+    with pytest.raises(ValueError, match="unknown synthetic style 'hard'"):
+        generate_synthetic(tmp_path / "s", 2, 1, 128, seed=0, style="hard")
+    with pytest.raises(ConfigError, match="data.synthetic_style"):
+        DataConfig(synthetic_style="hard")
+    assert synthetic_path(DataConfig(synthetic_style="coco_like")) != synthetic_path(DataConfig())
 
 
 def _resolve(cfg: DataConfig) -> str:
@@ -93,3 +119,7 @@ def test_cli_synth(tmp_path, capsys):
     # The folder is a COCO root usable as --data.
     paths = resolve_dataset(DataConfig(root=str(out)))
     assert paths.val_images == out / "val2017"
+    hard = tmp_path / "hard"
+    assert cli_main(["data", "synth", "--out", str(hard), "--train", "2", "--val", "1", "--size", "96",
+                     "--style", "coco_like"]) == 0
+    assert json.loads((hard / VAL_ANN).read_text())["info"]["style"] == "coco_like"

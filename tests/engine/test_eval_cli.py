@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 from yolox_ray.cli import main
 from yolox_ray.engine import Trainer
 from yolox_ray.engine.checkpoint import save_checkpoint
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_trainer import tiny_cfg  # noqa: E402
+from tiny_config import tiny_cfg
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from yolox_ray.config import ConfigError, apply_overrides, experiment_preset
+from yolox_ray.config import ConfigError
 from yolox_ray.engine import NonFiniteLossError, Trainer
 from yolox_ray.engine.checkpoint import load_checkpoint, save_checkpoint
+from tiny_config import tiny_cfg
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -26,21 +27,6 @@ def one_thread():
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("synthetic_cache"))
-
-
-def tiny_cfg(cache_dir: str, **overrides):
-    base = {
-        "model.width": 0.125, "model.num_classes": 8,
-        "data.synthetic_train": 8, "data.synthetic_val": 4, "data.synthetic_size": 128, "data.cache_dir": cache_dir,
-        "data.input_size": (128, 128), "data.test_size": (128, 128), "data.random_size": (3, 5),
-        "data.workers": 0, "eval.batch_size": 4,
-        # 4 epochs x 2 iterations; the no-aug phase (L1 on, mosaic off) is 0-based epochs 2 and 3.
-        "train.epochs": 4, "train.warmup_epochs": 1, "train.no_aug_epochs": 2, "train.batch_size": 4,
-        "train.eval_interval": 2, "train.multiscale_interval": 3, "train.print_interval": 1,
-        "train.ema_ramp": 5.0,
-    }
-    base.update(overrides)
-    return apply_overrides(experiment_preset("yolox_nano"), base)
 
 
 class Record:

@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 
 from yolox_ray.config import DataConfig
-from yolox_ray.data.transforms import PAD_VALUE, resize_to_fit
-from yolox_ray.data.mosaic import ImageSource
+from yolox_ray.data.transforms import PAD_VALUE
+from yolox_ray.data.mosaic import ImageSource, mixup_source
 
 
 def box_candidates(before: np.ndarray, after: np.ndarray, wh_thr: float = 2, ar_thr: float = 20,
@@ -84,31 +84,7 @@ def mixup_2021(img: np.ndarray, boxes: np.ndarray, classes: np.ndarray, source: 
                size_hw: tuple[int, int], cfg: DataConfig, rng: np.random.Generator
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """As the current MixUp, but pasted boxes must pass the candidate filter (5 px); none → no paste."""
-    H, W = size_hw
-    jitter = rng.uniform(*cfg.mixup_scale)
-    flip = rng.uniform(0, 1) > 0.5
-    cp, cp_boxes, cp_classes = source.load(int(labelled[rng.integers(0, len(labelled))]))
-    canvas = np.full((H, W, 3), PAD_VALUE, np.uint8)
-    resized, r = resize_to_fit(cp, size_hw)
-    canvas[:resized.shape[0], :resized.shape[1]] = resized
-    canvas = cv2.resize(canvas, (int(W * jitter), int(H * jitter)))
-    r *= jitter
-    if flip:
-        canvas = canvas[:, ::-1]
-    ch, cw = canvas.shape[:2]
-    y_off = int(rng.integers(0, ch - H)) if ch > H else 0
-    x_off = int(rng.integers(0, cw - W)) if cw > W else 0
-    part = canvas[y_off:y_off + H, x_off:x_off + W]
-    crop = np.zeros((H, W, 3), np.uint8)
-    crop[:part.shape[0], :part.shape[1]] = part
-    origin = cp_boxes.astype(np.float32) * np.float32(r)
-    origin[:, [0, 2]] = origin[:, [0, 2]].clip(0, cw)
-    origin[:, [1, 3]] = origin[:, [1, 3]].clip(0, ch)
-    if flip:
-        origin[:, [0, 2]] = cw - origin[:, [2, 0]]
-    moved = origin.copy()
-    moved[:, [0, 2]] = (moved[:, [0, 2]] - x_off).clip(0, W)
-    moved[:, [1, 3]] = (moved[:, [1, 3]] - y_off).clip(0, H)
+    crop, origin, moved, cp_classes = mixup_source(source, labelled, size_hw, cfg, rng)
     keep = box_candidates(origin, moved, wh_thr=5)
     if not keep.any():
         return img, boxes, classes

@@ -97,18 +97,19 @@ def random_affine(img: np.ndarray, boxes: np.ndarray, size_hw: tuple[int, int], 
     return out, affine_boxes(boxes, m, size_hw) if len(boxes) else boxes
 
 
-def mixup(img: np.ndarray, boxes: np.ndarray, classes: np.ndarray, source: ImageSource, labelled: np.ndarray,
-          size_hw: tuple[int, int], cfg: DataConfig, rng: np.random.Generator
-          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Copy-paste-like MixUp: a jittered, maybe flipped, randomly cropped labelled image blended 50/50.
+def mixup_source(source: ImageSource, labelled: np.ndarray, size_hw: tuple[int, int], cfg: DataConfig,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The image MixUp pastes: a random labelled image letterboxed into H×W, scaled by a random
+    jitter, maybe flipped, and cropped to H×W at a random offset.
 
-    `labelled` lists the indices of images with at least one box (drawn uniformly).
+    Returns (crop uint8 [H, W, 3], its boxes on the scaled canvas before the crop, the same boxes
+    moved into the crop and clipped to it, their classes). Both MixUp versions draw from `rng` in
+    this order, which the official code fixes.
     """
     H, W = size_hw
     jitter = rng.uniform(*cfg.mixup_scale)
     flip = rng.uniform(0, 1) > 0.5
-    cp_index = int(labelled[rng.integers(0, len(labelled))])
-    cp, cp_boxes, cp_classes = source.load(cp_index)
+    cp, cp_boxes, cp_classes = source.load(int(labelled[rng.integers(0, len(labelled))]))
     canvas = np.full((H, W, 3), PAD_VALUE, np.uint8)
     resized, r = resize_to_fit(cp, size_hw)
     canvas[:resized.shape[0], :resized.shape[1]] = resized
@@ -124,13 +125,24 @@ def mixup(img: np.ndarray, boxes: np.ndarray, classes: np.ndarray, source: Image
     crop = np.zeros((H, W, 3), np.uint8)
     crop[:part.shape[0], :part.shape[1]] = part
 
-    cp_boxes = cp_boxes.astype(np.float32) * np.float32(r)
-    cp_boxes[:, [0, 2]] = cp_boxes[:, [0, 2]].clip(0, cw)
-    cp_boxes[:, [1, 3]] = cp_boxes[:, [1, 3]].clip(0, ch)
+    origin = cp_boxes.astype(np.float32) * np.float32(r)
+    origin[:, [0, 2]] = origin[:, [0, 2]].clip(0, cw)
+    origin[:, [1, 3]] = origin[:, [1, 3]].clip(0, ch)
     if flip:
-        cp_boxes[:, [0, 2]] = cw - cp_boxes[:, [2, 0]]
-    cp_boxes[:, [0, 2]] = (cp_boxes[:, [0, 2]] - x_off).clip(0, W)
-    cp_boxes[:, [1, 3]] = (cp_boxes[:, [1, 3]] - y_off).clip(0, H)
+        origin[:, [0, 2]] = cw - origin[:, [2, 0]]
+    moved = origin.copy()
+    moved[:, [0, 2]] = (moved[:, [0, 2]] - x_off).clip(0, W)
+    moved[:, [1, 3]] = (moved[:, [1, 3]] - y_off).clip(0, H)
+    return crop, origin, moved, cp_classes
 
+
+def mixup(img: np.ndarray, boxes: np.ndarray, classes: np.ndarray, source: ImageSource, labelled: np.ndarray,
+          size_hw: tuple[int, int], cfg: DataConfig, rng: np.random.Generator
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Copy-paste-like MixUp: a jittered, maybe flipped, randomly cropped labelled image blended 50/50.
+
+    `labelled` lists the indices of images with at least one box (drawn uniformly).
+    """
+    crop, _, cp_boxes, cp_classes = mixup_source(source, labelled, size_hw, cfg, rng)
     blended = (img >> 1) + (crop >> 1) + (img & crop & 1)  # == floor((a + b) / 2) == uint8(0.5·a + 0.5·b)
     return blended, np.concatenate((boxes, cp_boxes)), np.concatenate((classes, cp_classes))

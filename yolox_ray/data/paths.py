@@ -28,7 +28,7 @@ def cache_root(data_cfg: DataConfig) -> Path:
 def synthetic_path(data_cfg: DataConfig) -> Path:
     """The cache folder of the synthetic set these settings describe (named by all its parameters)."""
     name = synthetic.synthetic_dir_name(data_cfg.synthetic_train, data_cfg.synthetic_val, data_cfg.synthetic_size,
-                                        data_cfg.synthetic_seed)
+                                        data_cfg.synthetic_seed, data_cfg.synthetic_style)
     return cache_root(data_cfg) / name
 
 
@@ -57,7 +57,8 @@ def resolve_dataset(data_cfg: DataConfig) -> DatasetPaths:
             with _generation_lock(root):  # others wait instead of generating the same set again
                 if not (root / synthetic.TRAIN_ANN).is_file():
                     synthetic.generate_synthetic(root, data_cfg.synthetic_train, data_cfg.synthetic_val,
-                                                 data_cfg.synthetic_size, data_cfg.synthetic_seed)
+                                                 data_cfg.synthetic_size, data_cfg.synthetic_seed,
+                                                 data_cfg.synthetic_style)
         return DatasetPaths(root / synthetic.TRAIN_ANN, root / synthetic.TRAIN_IMAGES,
                             root / synthetic.VAL_ANN, root / synthetic.VAL_IMAGES)
     root = Path(data_cfg.root).expanduser()

@@ -1,11 +1,16 @@
 """The embedded synthetic COCO-format dataset: real JPEG files plus COCO JSON, made from a seed.
 
 Why synthetic: a newcomer (and CI) needs a dataset that exercises the same code path as COCO
-(files on disk, pycocotools, COCOeval) and that a nano model learns on a CPU in minutes, yet is
-hard enough that ablations move the numbers. So: eight shape classes told apart by *shape only*
-(colour and texture are random), cluttered backgrounds with distractor lines and soft blobs,
-several objects per image with partial occlusion, and a COCO-like size spread (about 45 % small
-objects, area < 32² px at the dataset's size; smallest side 10 px at 320).
+(files on disk, pycocotools, COCOeval) and that a nano model learns on a CPU in minutes. Eight
+shape classes are told apart by *shape only* (colour and texture are random) on textured
+backgrounds with distractor lines. Two styles (`data.synthetic_style`):
+
+- `easy` (default): 1-5 medium/large objects with little occlusion and light clutter, so a
+  from-scratch nano model reaches a useful AP in minutes of CPU (the README's learning run and the
+  quick ablation use it).
+- `coco_like`: the hard variant: 2-7 objects, heavy clutter (lines, soft blobs), partial occlusion
+  and a COCO-like size spread (about 45 % small objects, area < 32² px; smallest side 10 px at 320).
+  Learning on it takes hours of CPU rather than minutes.
 
 Every image is generated from its own generator seeded by (seed, split, index), so a split is
 the same whatever its length and any image can be regenerated alone.  The layout mirrors COCO 2017
@@ -21,13 +26,14 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
 
 # Bump when the generator's output changes: it is part of the cache key.
-SYNTHETIC_VERSION = 3
+SYNTHETIC_VERSION = 4
 
 SYNTHETIC_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "ellipse", "cross", "star", "ring", "diamond")
 
@@ -38,9 +44,26 @@ VAL_IMAGES = "val2017"
 
 _SPLIT_CODE = {"train": 1, "val": 2}
 _JPEG_QUALITY = 92
-_MIN_SIDE_FRACTION = 1 / 32  # smallest box side: 10 px at 320
-_MAX_SIDE_FRACTION = 0.5  # largest object size: 160 px at 320
-_MAX_OCCLUSION = 0.45  # a later object may cover at most this share of an earlier object's box
+
+
+@dataclass(frozen=True)
+class SyntheticStyle:
+    """How hard the generated images are. Sizes are fractions of the image's long side."""
+
+    objects: tuple[int, int]  # objects per image, inclusive (before placement failures)
+    min_side: float  # smallest box side (log-uniform object sizes between min_side and max_side)
+    max_side: float
+    max_occlusion: float  # a later object may cover at most this share of an earlier object's box
+    lines: tuple[int, int]  # distractor lines/arcs per image, inclusive
+    blobs: tuple[int, int]  # soft irregular blobs per image, inclusive
+
+
+SYNTHETIC_STYLES: dict[str, SyntheticStyle] = {
+    "easy": SyntheticStyle(objects=(1, 5), min_side=1 / 10, max_side=0.45, max_occlusion=0.15, lines=(0, 2),
+                           blobs=(0, 1)),
+    "coco_like": SyntheticStyle(objects=(2, 7), min_side=1 / 32, max_side=0.5, max_occlusion=0.45, lines=(1, 5),
+                                blobs=(0, 3)),
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,7 +146,7 @@ def _random_colour(rng: np.random.Generator) -> np.ndarray:
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0].astype(np.float32)
 
 
-def _background(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+def _background(h: int, w: int, rng: np.random.Generator, style: SyntheticStyle) -> np.ndarray:
     """Gradient + low-frequency clouds + pixel noise + distractor lines and soft blobs."""
     c0, c1 = _random_colour(rng) * 0.8, _random_colour(rng) * 0.8
     theta = rng.uniform(0, 2 * math.pi)
@@ -137,7 +160,7 @@ def _background(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     img += rng.standard_normal((h, w, 3), dtype=np.float32) * np.float32(rng.uniform(2, 7))
     img = np.clip(img, 0, 255, out=img).astype(np.uint8)
     scale = max(h, w) / 320
-    for _ in range(int(rng.integers(1, 6))):  # distractor lines and arcs
+    for _ in range(int(rng.integers(style.lines[0], style.lines[1] + 1))):  # distractor lines and arcs
         p0 = rng.uniform((0, 0), (w, h))
         p1 = p0 + rng.normal(0, 0.3 * max(h, w), 2)
         thickness = max(1, int(round(rng.uniform(1, 3) * scale)))
@@ -148,7 +171,7 @@ def _background(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
             axes = tuple(int(v) for v in rng.uniform(10, 80, 2) * scale)
             cv2.ellipse(img, tuple(int(v) for v in p0), axes, rng.uniform(0, 360), 0, rng.uniform(40, 160), colour,
                         thickness, cv2.LINE_AA)
-    for _ in range(int(rng.integers(0, 4))):  # soft irregular blobs: sharp-edged shapes are objects, these are not
+    for _ in range(int(rng.integers(style.blobs[0], style.blobs[1] + 1))):  # soft irregular blobs: sharp-edged shapes are objects, these are not
         r = rng.uniform(12, 50) * scale
         k = int(rng.integers(6, 11))
         pts = _regular(k, 1.0, rng.uniform(0, math.pi)) * (r * rng.uniform(0.5, 1.3, (k, 1)))
@@ -204,12 +227,13 @@ def _image_size(size: int, rng: np.random.Generator) -> tuple[int, int]:
     return (short, size) if rng.random() < 0.7 else (size, short)  # (h, w); mostly landscape
 
 
-def render_image(size: int, rng: np.random.Generator) -> tuple[np.ndarray, list[tuple[int, list[float]]]]:
+def render_image(size: int, rng: np.random.Generator,
+                 style: SyntheticStyle = SYNTHETIC_STYLES["easy"]) -> tuple[np.ndarray, list[tuple[int, list[float]]]]:
     """One synthetic image (BGR uint8) and its objects [(class index, [x, y, w, h])]."""
     h, w = _image_size(size, rng)
-    img = _background(h, w, rng)
-    n = 0 if rng.random() < 0.02 else int(rng.integers(2, 8))
-    lo, hi = max(6.0, size * _MIN_SIDE_FRACTION), size * _MAX_SIDE_FRACTION  # >= 6 px even on tiny images
+    img = _background(h, w, rng, style)
+    n = 0 if rng.random() < 0.02 else int(rng.integers(style.objects[0], style.objects[1] + 1))
+    lo, hi = max(6.0, size * style.min_side), size * style.max_side  # >= 6 px even on tiny images
     sizes = np.sort(np.exp(rng.uniform(math.log(lo), math.log(hi), n)))[::-1]  # large first, at the back
     placed: list[np.ndarray] = []  # xyxy of earlier objects
     objects: list[tuple[int, list[float]]] = []
@@ -229,7 +253,7 @@ def render_image(size: int, rng: np.random.Generator) -> tuple[np.ndarray, list[
         for _ in range(20):
             x0, y0 = int(rng.integers(0, w - mw + 1)), int(rng.integers(0, h - mh + 1))
             box = np.array([x0, y0, x0 + mw, y0 + mh], np.float64)
-            if all(_covered_share(prev, box) <= _MAX_OCCLUSION for prev in placed):
+            if all(_covered_share(prev, box) <= style.max_occlusion for prev in placed):
                 break
         else:
             continue
@@ -250,14 +274,14 @@ def _covered_share(prev: np.ndarray, new: np.ndarray) -> float:
     return iw * ih / ((prev[2] - prev[0]) * (prev[3] - prev[1]))
 
 
-def _write_split(root: Path, split: str, count: int, size: int, seed: int) -> None:
+def _write_split(root: Path, split: str, count: int, size: int, seed: int, style: str) -> None:
     image_dir = root / (TRAIN_IMAGES if split == "train" else VAL_IMAGES)
     image_dir.mkdir(parents=True, exist_ok=True)
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     for index in range(count):
         rng = np.random.default_rng([seed, _SPLIT_CODE[split], index])
-        img, objects = render_image(size, rng)
+        img, objects = render_image(size, rng, SYNTHETIC_STYLES[style])
         image_id = index + 1
         file_name = f"{image_id:012d}.jpg"
         ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
@@ -269,7 +293,7 @@ def _write_split(root: Path, split: str, count: int, size: int, seed: int) -> No
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": cls + 1,
                                 "bbox": bbox, "area": bbox[2] * bbox[3], "iscrowd": 0})
     coco = {
-        "info": {"description": f"yolox-ray synthetic shapes v{SYNTHETIC_VERSION}", "seed": seed, "split": split,
+        "info": {"description": f"yolox-ray synthetic shapes v{SYNTHETIC_VERSION}", "style": style, "seed": seed, "split": split,
                  "size": size},
         "licenses": [],
         "images": images,
@@ -281,7 +305,8 @@ def _write_split(root: Path, split: str, count: int, size: int, seed: int) -> No
     ann_path.write_text(json.dumps(coco, separators=(",", ":")))
 
 
-def generate_synthetic(out: str | Path, num_train: int, num_val: int, size: int, seed: int) -> Path:
+def generate_synthetic(out: str | Path, num_train: int, num_val: int, size: int, seed: int,
+                       style: str = "easy") -> Path:
     """Write the synthetic dataset to `out` atomically (temp folder, then rename) and return `out`.
 
     If `out` already exists (another process finished first) it is left as is.
@@ -290,12 +315,14 @@ def generate_synthetic(out: str | Path, num_train: int, num_val: int, size: int,
         raise ValueError(f"synthetic split sizes must be >= 1, got train={num_train}, val={num_val}")
     if size < 64:
         raise ValueError(f"synthetic image size must be >= 64, got {size}")
+    if style not in SYNTHETIC_STYLES:
+        raise ValueError(f"unknown synthetic style {style!r}; known: {', '.join(SYNTHETIC_STYLES)}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        _write_split(tmp, "train", num_train, size, seed)
-        _write_split(tmp, "val", num_val, size, seed)
+        _write_split(tmp, "train", num_train, size, seed, style)
+        _write_split(tmp, "val", num_val, size, seed, style)
         try:
             os.rename(tmp, out)
         except OSError:
@@ -307,12 +334,12 @@ def generate_synthetic(out: str | Path, num_train: int, num_val: int, size: int,
     return out
 
 
-def synthetic_dir_name(num_train: int, num_val: int, size: int, seed: int) -> str:
-    return f"synthetic-v{SYNTHETIC_VERSION}-s{seed}-n{num_train}-{num_val}-px{size}"
+def synthetic_dir_name(num_train: int, num_val: int, size: int, seed: int, style: str = "easy") -> str:
+    return f"synthetic-v{SYNTHETIC_VERSION}-{style}-s{seed}-n{num_train}-{num_val}-px{size}"
 
 
 def run_synth_cli(args: Any) -> int:
-    """`yolox-ray data synth --out DIR --train N --val M --size S --seed K`."""
+    """`yolox-ray data synth --out DIR --train N --val M --size S --seed K --style easy|coco_like`."""
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         print(f"yolox-ray: {out} already exists and is not empty; choose a new --out", flush=True)
@@ -320,7 +347,7 @@ def run_synth_cli(args: Any) -> int:
     if out.exists():
         out.rmdir()
     try:
-        generate_synthetic(out, args.train, args.val, args.size, args.seed)
+        generate_synthetic(out, args.train, args.val, args.size, args.seed, args.style)
     except ValueError as exc:
         print(f"yolox-ray: {exc}", flush=True)
         return 2
