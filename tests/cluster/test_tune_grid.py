@@ -79,3 +79,15 @@ def test_a_failing_trial_does_not_stop_the_others(server, ray_cluster, tmp_path)
     parent = client.get_run(result.parent_run_id)
     assert parent.info.status == "FINISHED"
     assert (parent.data.tags["trials_failed"], parent.data.tags["trials_finished"]) == ("1", "1")
+
+
+def test_grid_study_respects_max_concurrent(server, ray_cluster, tmp_path):
+    """The cluster fits two trials; max_concurrent=1 must run the grid one trial after the other."""
+    overrides = dict(TINY, **{"data.cache_dir": str(tmp_path / "data_cache")})
+    spec = StudySpec(name="grid_serial", searcher="grid", preset="yolox_nano", overrides=overrides, seeds=(0, 1),
+                     rows=(StudyRow("simota"),), max_concurrent=1, max_failures=0)
+    result = run_study(spec, storage_root=tmp_path / "studies", tracking_uri=server.uri)
+    assert result.num_finished == 2
+    client = tracking.client_for(server.uri)
+    spans = sorted((r.info.start_time, r.info.end_time) for r in (client.get_run(t.run_id) for t in result.trials))
+    assert spans[0][1] <= spans[1][0], f"trials overlapped: {spans}"

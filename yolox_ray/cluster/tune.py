@@ -767,7 +767,8 @@ def _build_tuner_parts(spec: StudySpec, ctx: _TrialContext, study_dir: Path, con
                          storage=optuna.storages.RDBStorage(f"sqlite:///{study_dir / 'optuna.db'}")),
             max_concurrent=concurrency)
     else:
-        searcher = BasicVariantGenerator(random_state=spec.seed)
+        # The generator's own limit: Tune ignores max_concurrent_trials (with a warning) for a generator.
+        searcher = BasicVariantGenerator(random_state=spec.seed, max_concurrent=concurrency)
     max_t = spec.max_epochs()
     grace = spec.grace_period if spec.grace_period is not None else spec.default_grace_period()
     if spec.early_stopping and grace < max_t:
@@ -776,9 +777,7 @@ def _build_tuner_parts(spec: StudySpec, ctx: _TrialContext, study_dir: Path, con
     else:
         scheduler = FIFOScheduler()
     tune_config = tune.TuneConfig(metric=spec.metric, mode=spec.mode, num_samples=spec.samples,
-                                  search_alg=searcher, scheduler=scheduler,
-                                  max_concurrent_trials=None if spec.searcher == "optuna" else concurrency,
-                                  reuse_actors=False)
+                                  search_alg=searcher, scheduler=scheduler, reuse_actors=False)
     callback = StudyCallback(spec.name, str(study_dir), spec.total_trials(), spec.metric, spec.mode, max_t)
     run_config = tune.RunConfig(name="tune", storage_path=str(study_dir), verbose=0, callbacks=[callback],
                                 failure_config=tune.FailureConfig(max_failures=spec.trial_retries))
