@@ -9,6 +9,16 @@ remaining epoch is kept (load from other processes only ever adds time). The bar
 before and after the Ray runs so drift in machine load shows; ratios are against their mean. The
 ratio `ray_1_worker / bare` is the Ray overhead (target <= 1.05); `ray_2_workers / bare` shows what
 DDP over gloo buys (or costs) on this machine with one thread per worker.
+
+Measured on the idle 2-core development machine (yolox_nano, 256 px, batch 8, 40 iterations x 6
+epochs): with `--threads 1` (the worker leaves a core to Ray's own processes) bare 0.415/0.392 s,
+Ray 1 worker 0.377 s: ratio 0.93, i.e. no measurable overhead. With `--threads 2` (the worker takes
+both cores) the ratio was 1.13, 1.32 and 1.27 in three runs: the ~20 processes of a local Ray
+cluster with its dashboard (needed by Train V2, see ray_stack.md) and the Train
+controller use about 10 % of a core, and every time one wakes it stalls one of the two intra-op
+threads the step waits on. On machines with spare cores this cost disappears; on a 2-core box,
+`--cpus-per-worker 1 --workers 2` (ratio 0.94-0.97 here) uses the cores better than one 2-thread
+worker.
 """
 
 from __future__ import annotations
