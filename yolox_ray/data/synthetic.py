@@ -9,8 +9,8 @@ backgrounds with distractor lines. Two styles (`data.synthetic_style`):
   from-scratch nano model reaches a useful AP in minutes of CPU (the README's learning run and the
   quick ablation use it).
 - `coco_like`: the hard variant: 2-7 objects, heavy clutter (lines, soft blobs), partial occlusion
-  and a COCO-like size spread (about 45 % small objects, area < 32² px; smallest side 10 px at 320).
-  Learning on it takes hours of CPU rather than minutes.
+  and a COCO-like size spread (about 45 % small objects, area < 32² px; smallest side 10 px at 320);
+  the images of version 3. It learns several times slower (README, "Does it learn?").
 
 Every image is generated from its own generator seeded by (seed, split, index), so a split is
 the same whatever its length and any image can be regenerated alone.  The layout mirrors COCO 2017
@@ -25,8 +25,8 @@ import math
 import os
 import shutil
 import tempfile
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import cv2
