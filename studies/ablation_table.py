@@ -9,7 +9,7 @@ beside theirs.
 
 Rows (yolox_ray/ablation.py): YOLOv3 baseline -> +decoupled head -> +strong augmentation ->
 +anchor-free -> +multi positives -> +SimOTA. `--preset quick` trains the same switches on a small
-CSPDarknet at 256 px for a short schedule; `--preset paper` is Darknet53, 640, 300 epochs.
+CSPDarknet at a small input for a short schedule; `--preset paper` is Darknet53, 640, 300 epochs.
 
 Running the same command again continues the study: finished trials are kept, interrupted ones
 resume from their checkpoints, and the table is rewritten. Outputs, in `<out>/<name>/`:
@@ -38,7 +38,7 @@ from yolox_ray.cluster import tracking
 from yolox_ray.cluster.train import validate_run
 from yolox_ray.cluster.tune import StudyRow, StudySpec, run_study
 from yolox_ray.config import ConfigError, ExperimentConfig
-from yolox_ray.models import build_model, count_gflops, count_params
+from yolox_ray.models import WeightsError, build_model, count_gflops, count_params, load_backbone_weights
 from yolox_ray.report import build_report
 from yolox_ray.study_cli import add_study_args, run_script, study_data, study_overrides
 
@@ -48,6 +48,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--preset", choices=("quick", "paper"), default="quick", help="scale of the study (default quick)")
     p.add_argument("--seeds", type=int, default=1, help="seeds per row (default 1)")
     p.add_argument("--rows", default=None, help=f"comma-separated subset of rows ({','.join(ROW_KEYS)})")
+    p.add_argument("--size", type=int, default=None,
+                   help="input size (multiple of 32; level ranges and anchors follow); default: the preset's")
+    p.add_argument("--backbone-weights", default="",
+                   help="an ImageNet-pretrained backbone state dict for the rows before strong augmentation "
+                        "(the paper's YOLOv3 rows); default: every row from scratch")
     add_study_args(p, name_help="study name (default ablation-<preset>)", max_concurrent=None)
     return p.parse_args(argv)
 
@@ -72,6 +77,35 @@ def local_concurrency(args: argparse.Namespace, trials: int) -> int:
     return max(1, min(trials, fit))
 
 
+def trial_result(t) -> TrialResult:
+    """What the table needs from one Tune trial record (nothing but its identity when it failed)."""
+    if t.status == "failed":
+        return TrialResult(row=t.row, seed=t.seed, ap=None, ap50=None)
+    m = t.metrics
+    return TrialResult(row=t.row, seed=t.seed, ap=m.get("AP"), ap50=m.get("AP50"), seconds=m.get("train_seconds"),
+                       ap_low_conf=m.get("AP_low_conf"), ap50_low_conf=m.get("AP50_low_conf"))
+
+
+def rows_by_key(rows, key: str) -> ExperimentConfig | None:
+    return next((r.config for r in rows if r.key == key), None)
+
+
+def anchor_text(cfg: ExperimentConfig | None) -> str:
+    if cfg is None:
+        return "–"
+    return " ".join(f"{w:g}x{h:g}" for w, h in cfg.model.anchors) + " px"
+
+
+def check_backbone_weights(cfg: ExperimentConfig) -> None:
+    """A pretrained backbone file must load into the row's backbone: checked here, before the cluster."""
+    if not cfg.model.backbone_weights:
+        return
+    try:
+        load_backbone_weights(build_model(cfg.model), cfg.model.backbone_weights)
+    except WeightsError as exc:
+        raise ConfigError(f"--backbone-weights: {exc}") from None
+
+
 def describe_model(cfg: ExperimentConfig) -> str:
     m = cfg.model
     if m.backbone == "darknet53":
@@ -89,13 +123,14 @@ def main(argv: list[str] | None = None) -> int:
     data, overrides = study_data(args), study_overrides(args.overrides)
     # The table always shows the whole roadmap; --rows runs a subset (the others read "–").
     num_classes = dataset_num_classes(data)
-    roadmap = ablation_rows(args.preset, data_root=data, epochs=args.epochs, num_classes=num_classes,
-                            overrides=overrides)
-    rows = ablation_rows(args.preset, data_root=data, epochs=args.epochs, num_classes=num_classes,
-                         rows=args.rows.split(",") if args.rows else None, overrides=overrides)
+    common = dict(data_root=data, epochs=args.epochs, num_classes=num_classes, overrides=overrides,
+                  size=args.size, backbone_weights=args.backbone_weights)
+    roadmap = ablation_rows(args.preset, **common)
+    rows = ablation_rows(args.preset, rows=args.rows.split(",") if args.rows else None, **common)
     for row in rows:
         validate_run(row.config, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
                      gpus_per_worker=args.gpus_per_worker, max_failures=2)
+        check_backbone_weights(row.config)
     seeds = tuple(range(args.seeds))
     name = args.name or f"ablation-{args.preset}"
     first = rows[0].config
@@ -115,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                  f"{first.data.synthetic_train}/{first.data.synthetic_val} images)") if data == "synthetic" else data,
         "epochs": f"{first.train.epochs} (warm-up {first.train.warmup_epochs:g}, no-aug tail {first.train.no_aug_epochs})"
                   + (f", max {first.train.max_iters} iterations/epoch" if first.train.max_iters else ""),
+        "anchors (rows 1-3)": anchor_text(rows_by_key(roadmap, "yolov3_baseline")),
+        "pretrained backbone (rows 1-2)": args.backbone_weights or "none (every row from scratch)",
         "seeds": len(seeds),
         "rows run": "all" if len(rows) == len(roadmap) else ", ".join(r.key for r in rows),
         "commit": tracking.git_commit() or "unknown",
@@ -126,10 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_study(spec, address=args.address, storage_root=args.out, tracking_uri=uri)
 
         # 3. The table: per row AP mean ± std over seeds, deltas, the paper's values, params/GFLOPs.
-        trials = [TrialResult(row=t.row, seed=t.seed,
-                              ap=None if t.status == "failed" else t.metrics.get("AP"),
-                              ap50=None if t.status == "failed" else t.metrics.get("AP50"))
-                  for t in result.trials]
+        trials = [trial_result(t) for t in result.trials]
         table = build_table(roadmap, trials, {r.key: model_cost(r.config) for r in roadmap})
         # A local server lives only while the script runs: point at `yolox-ray ui` (port 5000) instead.
         ui_url = None if args.tracking_uri else "http://127.0.0.1:5000"

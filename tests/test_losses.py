@@ -60,7 +60,11 @@ def test_hand_computed_terms_without_and_with_l1():
     assert out_l1.terms["l1"].item() == pytest.approx(1.0, abs=1e-6)
     assert out_l1.total.item() == pytest.approx(sum(expected.values()) + 1.0, rel=1e-5)
     logs = out_l1.log_dict()
-    assert set(logs) == {"total_loss", "iou_loss", "obj_loss", "cls_loss", "l1_loss", "num_fg", "num_gt", "fg_per_gt"}
+    assert set(logs) == {"total_loss", "iou_loss", "obj_loss", "cls_loss", "l1_loss", "num_fg", "num_gt", "fg_per_gt",
+                         "pos_iou", "pos_iou_zero", "pos_score"}
+    # The positive's box overlaps its GT with IoU 1/7; obj logit 0 and class-1 logit 2 score 0.5 x sigmoid(2).
+    assert logs["pos_iou"] == pytest.approx(1 / 7) and logs["pos_iou_zero"] == 0.0
+    assert logs["pos_score"] == pytest.approx(0.5 / (1 + math.exp(-2.0)))
     assert all(isinstance(v, float) for v in logs.values())
 
 

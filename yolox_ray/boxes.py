@@ -10,7 +10,8 @@ for every one of the A predictions, its grid cell, stride and (for anchor-based 
 
 Decoding (§2.5): cx = (tx + gx)·s, cy = (ty + gy)·s; anchor-free w = exp(tw)·s, anchor-based
 w = exp(tw)·anchor_w (same for h). No sigmoid, no +0.5 on the centre. Assigners use cell
-centres (g + 0.5)·s.
+centres (g + 0.5)·s. A grid built with `sigmoid_xy=True` (the YOLOv3 decode of the anchor-based
+ablation rows, `model.box_decode="yolov3"`) decodes cx = (sigmoid(tx) + gx)·s instead.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class AnchorGrid:
     anchor_idx:[A]    index into the model's anchor list (0..3·levels-1) or -1 for anchor-free, long
     sizes:     ((H0, W0), (H1, W1), (H2, W2)) feature sizes
     n_anchors: predictions per cell
+    sigmoid_xy: centre offsets decode through a sigmoid (YOLOv3) instead of linearly (YOLOX)
     """
 
     grid_xy: Tensor
@@ -42,6 +44,7 @@ class AnchorGrid:
     anchor_idx: Tensor
     sizes: tuple[tuple[int, int], ...]
     n_anchors: int
+    sigmoid_xy: bool = False
 
     @property
     def num(self) -> int:
@@ -61,6 +64,7 @@ class AnchorGrid:
             anchor_idx=self.anchor_idx.to(device),
             sizes=self.sizes,
             n_anchors=self.n_anchors,
+            sigmoid_xy=self.sigmoid_xy,
         )
 
 
@@ -70,6 +74,7 @@ def make_anchor_grid(
     n_anchors: int = 1,
     anchors: Sequence[tuple[float, float]] | None = None,
     device: torch.device | str = "cpu",
+    sigmoid_xy: bool = False,
 ) -> AnchorGrid:
     """Build the AnchorGrid for feature maps `sizes` [(H, W) per level]; see the module layout."""
     grids, strides_all, anchor_wh, levels, anchor_idx = [], [], [], [], []
@@ -97,13 +102,19 @@ def make_anchor_grid(
         anchor_idx=torch.cat(anchor_idx),
         sizes=tuple((int(h), int(w)) for h, w in sizes),
         n_anchors=n_anchors,
+        sigmoid_xy=sigmoid_xy,
     )
+
+
+def decode_xy_offsets(reg_xy: Tensor, grid: AnchorGrid) -> Tensor:
+    """Raw centre outputs [..., A, 2] -> the offset from the cell's corner in strides (tx or sigmoid(tx))."""
+    return reg_xy.sigmoid() if grid.sigmoid_xy else reg_xy
 
 
 def decode_boxes(reg: Tensor, grid: AnchorGrid) -> Tensor:
     """Raw regression [..., A, 4] -> boxes (cx, cy, w, h) in input pixels (§2.5)."""
     strides = grid.strides[:, None].to(reg.dtype)
-    xy = (reg[..., :2] + grid.grid_xy.to(reg.dtype)) * strides
+    xy = (decode_xy_offsets(reg[..., :2], grid) + grid.grid_xy.to(reg.dtype)) * strides
     scale = strides if grid.anchor_wh is None else grid.anchor_wh.to(reg.dtype)
     wh = torch.exp(reg[..., 2:4]) * scale
     return torch.cat((xy, wh), dim=-1)

@@ -63,6 +63,13 @@ class ModelConfig:
     anchors: tuple[tuple[float, float], ...] = YOLOV3_ANCHORS
     strides: tuple[int, int, int] = (8, 16, 32)
     prior_prob: float = 0.01
+    # Anchor-based centre decode: "linear" cx = (tx + gx)·s (YOLOX's, also used for its anchor-based
+    # ablation heads) or "yolov3" cx = (sigmoid(tx) + gx)·s (YOLOv3's own recipe: an untrained box sits at
+    # its cell's centre, not its corner). Sizes always decode as exp(tw)·anchor_w.
+    box_decode: Literal["linear", "yolov3"] = "linear"
+    # An ImageNet-pretrained backbone state dict (torch.save of the backbone's own keys) loaded before
+    # training; "" = from scratch (the paper trains from scratch from the strong-augmentation row on).
+    backbone_weights: str = ""
     bn_eps: float = 1e-3
     bn_momentum: float = 0.03
 
@@ -81,6 +88,10 @@ class ModelConfig:
                f"needs {3 * len(self.strides)} (w, h) shapes, got {len(self.anchors)}")
         _check(all(w > 0 and h > 0 for w, h in self.anchors), "model.anchors", "shapes must be positive")
         _check(0 < self.prior_prob < 1, "model.prior_prob", f"must be in (0, 1), got {self.prior_prob}")
+        _check(self.box_decode in ("linear", "yolov3"), "model.box_decode",
+               f"unknown box decode {self.box_decode!r} (linear, yolov3)")
+        _check(self.box_decode == "linear" or self.n_anchors == 3, "model.box_decode",
+               "the yolov3 decode is for anchor-based heads (model.n_anchors=3)")
         _check(not (self.backbone == "darknet53") or self.neck == "yolofpn", "model.neck",
                "darknet53 is built with the YOLOv3 FPN neck ('yolofpn')")
         _check(not (self.backbone == "cspdarknet") or self.neck == "pafpn", "model.neck",
@@ -107,8 +118,9 @@ class AssignConfig:
     cls_cost_weight: float = 1.0
     # YOLOv3 assigner: extra anchors whose shape IoU exceeds this also become positives (None = best only).
     anchor_iou_threshold: float | None = None
-    # Single-centre / multi-positive assigners: FCOS-style max-side ranges (px) splitting levels.
-    level_ranges: tuple[float, float] = (64.0, 128.0)
+    # Single-centre / multi-positive assigners: the longer GT side (px) splitting the levels. FCOS splits
+    # on the largest centre-to-side distance, about half the side, at 64 / 128 px: so 128 / 256 here.
+    level_ranges: tuple[float, float] = (128.0, 256.0)
     # OTA (Sinkhorn-Knopp).
     ota_iters: int = 50
     ota_epsilon: float = 0.1
@@ -148,9 +160,21 @@ class LossConfig:
     obj_weight: float = 1.0
     cls_weight: float = 1.0
     l1_weight: float = 1.0
+    # Class target of a positive: "iou" = one-hot x IoU(pred, GT) (YOLOX), "one_hot" = hard one-hot
+    # (YOLOv3; a fixed-geometry positive whose box misses its GT still learns its class).
+    cls_target: Literal["iou", "one_hot"] = "iou"
+    # YOLOv3's ignore rule: a negative whose predicted box overlaps any GT above this IoU gets no obj
+    # loss. None = off (YOLOX).
+    ignore_iou: float | None = None
+    # L1 on every epoch instead of only in the no-aug phase (a box gradient even at IoU 0).
+    l1_always: bool = False
 
     def __post_init__(self) -> None:
         _check(self.iou_type in ("iou", "giou"), "loss.iou_type", f"unknown IoU loss {self.iou_type!r} (iou, giou)")
+        _check(self.cls_target in ("iou", "one_hot"), "loss.cls_target",
+               f"unknown class target {self.cls_target!r} (iou, one_hot)")
+        if self.ignore_iou is not None:
+            _check(0 < self.ignore_iou <= 1, "loss.ignore_iou", f"must be in (0, 1] or None, got {self.ignore_iou}")
         for name in ("reg_weight", "obj_weight", "cls_weight", "l1_weight"):
             _check(getattr(self, name) >= 0, f"loss.{name}", f"must be >= 0, got {getattr(self, name)}")
 
@@ -297,9 +321,14 @@ class EvalConfig:
     conf_thresh: float = 0.01
     nms_thresh: float = 0.65
     batch_size: int = 8
+    # A run whose final AP is below 1 % is evaluated once more at this threshold (AP_low_conf), so a
+    # table never hides a model whose scores are still under conf_thresh. None = off.
+    low_conf_thresh: float | None = 0.001
 
     def __post_init__(self) -> None:
         _check_prob(self.conf_thresh, "eval.conf_thresh")
+        if self.low_conf_thresh is not None:
+            _check_prob(self.low_conf_thresh, "eval.low_conf_thresh")
         _check(0 < self.nms_thresh <= 1, "eval.nms_thresh", "must be in (0, 1]")
         _check(self.batch_size >= 1, "eval.batch_size", "must be >= 1")
 

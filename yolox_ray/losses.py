@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from yolox_ray.assign import Assignment, build_assigner, split_labels
-from yolox_ray.boxes import AnchorGrid, decode_boxes
+from yolox_ray.boxes import AnchorGrid, decode_boxes, decode_xy_offsets, pairwise_iou_cxcywh
 from yolox_ray.config import AssignConfig, LossConfig
 
 
@@ -27,7 +27,8 @@ from yolox_ray.config import AssignConfig, LossConfig
 class LossOutput:
     """total: scalar with grad; terms: weighted scalars iou/obj/cls/l1 (each already / N_fg);
     num_fg: positives in the batch; num_gt: real GTs; fg_per_gt: num_fg / max(1, num_gt) (the
-    official log's "num_fg"); assignment: the per-anchor assignment (for inspection)."""
+    official log's "num_fg"); assignment: the per-anchor assignment (for inspection);
+    diagnostics: sums over this batch's positives (see `assignment_diagnostics`)."""
 
     total: Tensor
     terms: dict[str, Tensor]
@@ -35,13 +36,49 @@ class LossOutput:
     num_gt: int
     fg_per_gt: float
     assignment: Assignment
+    diagnostics: dict[str, float]
 
     def log_dict(self) -> dict[str, float]:
         """Plain floats: total_loss, iou_loss, obj_loss, cls_loss, l1_loss, num_fg, num_gt, fg_per_gt."""
         out = {"total_loss": float(self.total.detach())}
         out.update({f"{name}_loss": float(value.detach()) for name, value in self.terms.items()})
         out.update(num_fg=float(self.num_fg), num_gt=float(self.num_gt), fg_per_gt=float(self.fg_per_gt))
+        out.update(diagnostics_means(self.diagnostics, self.num_fg))
         return out
+
+
+# Per-positive sums the trainer all-reduces and averages over positives; the means are logged as
+# `pos_iou` (mean IoU of a positive's box with its GT), `pos_iou_zero` (fraction of positives whose
+# box misses its GT: no IoU-loss gradient, and under YOLOX's IoU-weighted class target a class target
+# of 0) and `pos_score` (mean obj x class score of a positive for its GT's class).
+DIAGNOSTIC_SUMS = ("pos_iou_sum", "pos_iou_zero_sum", "pos_score_sum")
+
+
+def assignment_diagnostics(matched_iou: Tensor, obj_logits: Tensor, cls_logits: Tensor,
+                           classes: Tensor) -> dict[str, float]:
+    """Sums over positives: matched_iou, obj_logits [N], cls_logits [N, C], classes [N] (GT class)."""
+    with torch.no_grad():
+        score = obj_logits.sigmoid() * cls_logits.gather(1, classes[:, None])[:, 0].sigmoid()
+        return {"pos_iou_sum": float(matched_iou.sum()), "pos_iou_zero_sum": float((matched_iou <= 0).sum()),
+                "pos_score_sum": float(score.sum())}
+
+
+def diagnostics_means(sums: dict[str, float], num_fg: float) -> dict[str, float]:
+    """{pos_iou, pos_iou_zero, pos_score} from the DIAGNOSTIC_SUMS over `num_fg` positives."""
+    n = max(float(num_fg), 1.0)
+    return {name[:-4]: float(sums.get(name, 0.0)) / n for name in DIAGNOSTIC_SUMS}
+
+
+def ignore_mask(pred_boxes: Tensor, gt_boxes: Tensor, gt_valid: Tensor, fg: Tensor, threshold: float) -> Tensor:
+    """[B, A] bool: negatives whose predicted box overlaps some real GT above `threshold` (YOLOv3's
+    ignore rule: such a prediction is neither pushed to object nor to background)."""
+    g = int(gt_valid.sum(dim=1).max()) if gt_valid.numel() else 0
+    if g == 0:
+        return torch.zeros_like(fg)
+    # Real GTs come first in the padded labels, so the first g columns hold them all.
+    iou = pairwise_iou_cxcywh(pred_boxes, gt_boxes[:, :g])  # [B, A, g]
+    iou = torch.where(gt_valid[:, None, :g], iou.nan_to_num(0.0), iou.new_zeros(()))
+    return (iou.amax(dim=-1) > threshold) & ~fg
 
 
 def iou_loss(pred: Tensor, target: Tensor, kind: str = "iou") -> Tensor:
@@ -119,23 +156,34 @@ class YOLOXLoss:
             normaliser = normaliser.clamp(min=1.0)
 
             box_sum = iou_loss(pred_boxes[img, anchor], target_boxes, cfg.iou_type).sum()
-            obj_sum = F.binary_cross_entropy_with_logits(obj, fg.float(), reduction="sum")
-            cls_target = (F.one_hot(gt_classes[img, matched], self.num_classes).float()
-                          * assignment.matched_iou[img, anchor][:, None])
+            obj_per = F.binary_cross_entropy_with_logits(obj, fg.float(), reduction="none")
+            if cfg.ignore_iou is not None:
+                with torch.no_grad():
+                    ignored = ignore_mask(pred_boxes.detach(), gt_boxes, gt_valid, fg, cfg.ignore_iou)
+                obj_per = obj_per.masked_fill(ignored, 0.0)
+            obj_sum = obj_per.sum()
+            pos_classes = gt_classes[img, matched]
+            pos_iou = assignment.matched_iou[img, anchor]
+            cls_target = F.one_hot(pos_classes, self.num_classes).float()
+            if cfg.cls_target == "iou":
+                cls_target = cls_target * pos_iou[:, None]
             cls_sum = F.binary_cross_entropy_with_logits(cls[img, anchor], cls_target, reduction="sum")
             terms = {
                 "iou": cfg.reg_weight * box_sum / normaliser,
                 "obj": cfg.obj_weight * obj_sum / normaliser,
                 "cls": cfg.cls_weight * cls_sum / normaliser,
             }
-            if use_l1:
+            if use_l1 or cfg.l1_always:
                 anchor_wh = None if grid.anchor_wh is None else grid.anchor_wh[anchor]
                 target = l1_targets(target_boxes, grid.grid_xy[anchor], grid.strides[anchor], anchor_wh)
-                terms["l1"] = cfg.l1_weight * (reg[img, anchor] - target).abs().sum() / normaliser
+                pos_reg = reg[img, anchor]
+                pred = torch.cat((decode_xy_offsets(pos_reg[:, :2], grid), pos_reg[:, 2:]), dim=1)
+                terms["l1"] = cfg.l1_weight * (pred - target).abs().sum() / normaliser
             else:
                 terms["l1"] = raw.new_zeros(())
             total = terms["iou"] + terms["obj"] + terms["cls"] + terms["l1"]
         num_fg = int(img.numel())
         num_gt = int(gt_valid.sum())
+        diagnostics = assignment_diagnostics(pos_iou, obj[img, anchor], cls[img, anchor], pos_classes)
         return LossOutput(total=total, terms=terms, num_fg=num_fg, num_gt=num_gt,
-                          fg_per_gt=num_fg / max(1, num_gt), assignment=assignment)
+                          fg_per_gt=num_fg / max(1, num_gt), assignment=assignment, diagnostics=diagnostics)

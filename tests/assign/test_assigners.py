@@ -104,7 +104,8 @@ def test_center_levels_by_max_side_and_cell():
         (2, 200.0, 130.0, 128.0, 20.0),  # 128 -> level 1, cell (12, 8) -> 1024 + 8*16+12 = 1164
         (0, 250.0, 255.9, 129.0, 20.0),  # 129 -> level 2, cell (7, 7) -> 1280 + 63 = 1343
     ])
-    out = center(pred, obj, cls, gt_boxes, gt_classes, gt_valid, grid)
+    out = center(pred, obj, cls, gt_boxes, gt_classes, gt_valid, grid,
+                 AssignConfig(assigner="center", level_ranges=(64.0, 128.0)))
     pos = out.fg_mask[0].nonzero().flatten().tolist()
     assert pos == [98, 1078, 1164, 1343]
     assert out.matched_gt[0, pos].tolist() == [0, 1, 2, 3]

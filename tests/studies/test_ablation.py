@@ -36,29 +36,87 @@ def test_paper_values_match_reference_json():
         assert (ours.label, ours.ap, ours.params_m, ours.gflops) == (ref["label"], ref["ap"], ref["params_m"], ref["gflops"])
 
 
+# The switches each step of the roadmap may (and must) change, per scale. The per-row recipe of the
+# quick preset (ablation_recipes.json: lr, EMA) may differ too and is checked separately.
+STEP_SWITCHES = {
+    "decoupled_head": {"model.head"},
+    "strong_augmentation": {"data.mosaic_prob", "data.enable_mixup"},
+    "anchor_free": {"model.n_anchors", "model.box_decode", "assign.assigner", "loss.ignore_iou"},
+    "multi_positives": {"assign.assigner"},
+    "simota": {"assign.assigner", "assign.geometry", "assign.center_radius", "loss.cls_target", "loss.iou_type"},
+    "simota_2023": {"assign.geometry", "assign.center_radius"},
+}
+
+
 @pytest.mark.parametrize("scale", ["quick", "paper"])
 def test_each_row_changes_exactly_its_switch(scale):
     rows = ablation_rows(scale)
-    assert [r.key for r in rows] == list(ROW_KEYS)
+    keys = [r.key for r in rows]
+    assert keys[:6] == ["yolov3_baseline", "decoupled_head", "strong_augmentation", "anchor_free",
+                        "multi_positives", "simota"]
+    assert keys[6:] == (["simota_2023"] if scale == "paper" else [])
+    recipe_keys = {k for overrides in scale_spec(scale).row_overrides.values() for k in overrides}
     flat = [to_flat_dict(r.config) for r in rows]
-    # The switches each step of the roadmap is allowed to change (and must change).
-    expected = {
-        "decoupled_head": {"model.head"},
-        "strong_augmentation": {"data.mosaic_prob", "data.enable_mixup"},
-        "anchor_free": {"model.n_anchors", "assign.assigner"},
-        "multi_positives": {"assign.assigner"},
-        "simota": {"assign.assigner"},
-    }
+    switches = dict(STEP_SWITCHES)
+    if scale == "quick":  # the small-model strong augmentation: MixUp stays off, Mosaic scale 0.5-1.5
+        switches["strong_augmentation"] = {"data.mosaic_prob", "data.mosaic_scale"}
     for prev, cur, row in zip(flat, flat[1:], rows[1:]):
-        changed = {k for k in cur if k != "name" and cur[k] != prev[k]}
-        assert changed == expected[row.key], (row.key, changed)
+        changed = {k for k in cur if k != "name" and k not in recipe_keys and cur[k] != prev[k]}
+        assert changed == switches[row.key], (row.key, changed)
     base = rows[0].config
     assert (base.model.head, base.model.n_anchors, base.assign.assigner) == ("coupled", 3, "yolov3")
     assert base.data.mosaic_prob == 0 and not base.data.enable_mixup
     assert base.data.flip_prob > 0 and base.data.hsv_prob > 0 and base.train.multiscale
-    last = rows[-1].config
-    assert (last.model.head, last.model.n_anchors, last.assign.assigner) == ("decoupled", 1, "simota")
-    assert last.data.mosaic_prob == 1.0 and last.data.enable_mixup
+    simota = rows[5].config
+    assert (simota.model.head, simota.model.n_anchors, simota.assign.assigner) == ("decoupled", 1, "simota")
+    assert simota.data.mosaic_prob == 1.0 and simota.data.enable_mixup == (scale == "paper")
+
+
+# The paper's recipe for each Table 2 row (paper §2.1-§2.4, reference yolox.md §6 and §13), written out
+# independently of yolox_ray/ablation.py: head, predictions per cell, assignment, centre decode,
+# ignore rule, Mosaic/MixUp, SimOTA geometry and radius.
+PAPER_ROWS = [
+    # key                  head        n  assigner          decode    ignore mosaic mixup geometry          r
+    ("yolov3_baseline",     "coupled",   3, "yolov3",         "yolov3", 0.5,  0.0,   False, None,             None),
+    ("decoupled_head",      "decoupled", 3, "yolov3",         "yolov3", 0.5,  0.0,   False, None,             None),
+    ("strong_augmentation", "decoupled", 3, "yolov3",         "yolov3", 0.5,  1.0,   True,  None,             None),
+    ("anchor_free",         "decoupled", 1, "center",         "linear", None, 1.0,   True,  None,             None),
+    ("multi_positives",     "decoupled", 1, "multi_positive", "linear", None, 1.0,   True,  None,             None),
+    ("simota",              "decoupled", 1, "simota",         "linear", None, 1.0,   True,  "box_and_center", 2.5),
+]
+
+
+def test_paper_preset_rows_are_the_papers_recipe_item_by_item():
+    rows = {r.key: r.config for r in ablation_rows("paper", data_root="/data/coco", backbone_weights="/w/dn53.pth")}
+    for key, head, n, assigner, decode, ignore, mosaic, mixup, geometry, radius in PAPER_ROWS:
+        c = rows[key]
+        assert (c.model.head, c.model.n_anchors, c.assign.assigner, c.model.box_decode) == (head, n, assigner, decode), key
+        assert (c.loss.ignore_iou, c.data.mosaic_prob, c.data.enable_mixup) == (ignore, mosaic, mixup), key
+        if geometry is not None:
+            assert (c.assign.geometry, c.assign.center_radius, c.assign.penalty) == (geometry, radius, 1e5), key
+            assert (c.assign.candidate_k, c.assign.iou_cost_weight, c.assign.cls_cost_weight) == (10, 3.0, 1.0)
+            # SimOTA keeps YOLOX's own targets exactly: 1 - IoU^2, one-hot x IoU, no ignore rule.
+            assert (c.loss.iou_type, c.loss.cls_target, c.loss.l1_always) == ("iou", "iou", False)
+        # Common recipe: Darknet53 + SPP at 640, multi-scale 448-832, 300 epochs (5 warm-up, 15 no-aug),
+        # batch 64 at lr 0.01/64 per image, SGD momentum 0.9, wd 5e-4, EMA 0.9998, Mosaic scale 0.1-2,
+        # MixUp scale 0.5-1.5, rotation 10, translate 0.1, shear 2, COCO anchors.
+        assert (c.model.backbone, c.model.neck, c.model.act) == ("darknet53", "yolofpn", "lrelu")
+        assert c.data.input_size == (640, 640) and c.data.test_size == (640, 640) and c.data.root == "/data/coco"
+        lo, hi = c.data.multiscale_sides()
+        assert (32 * lo, 32 * hi) == (448, 832)
+        assert (c.train.epochs, c.train.warmup_epochs, c.train.no_aug_epochs, c.train.batch_size) == (300, 5, 15, 64)
+        assert c.train.lr_per_image * 64 == pytest.approx(0.01)
+        assert (c.train.momentum, c.train.weight_decay, c.train.ema_decay) == (0.9, 5e-4, 0.9998)
+        assert (c.data.mosaic_scale, c.data.mixup_scale) == ((0.1, 2.0), (0.5, 1.5))
+        assert (c.data.degrees, c.data.translate, c.data.shear) == (10.0, 0.1, 2.0)
+        assert c.model.anchors == ((10, 13), (16, 30), (33, 23), (30, 61), (62, 45), (59, 119),
+                                   (116, 90), (156, 198), (373, 326))
+    # ImageNet-pretrained backbone for rows 1-2 only: "from scratch" from strong augmentation on.
+    assert [rows[k].model.backbone_weights for k, *_ in PAPER_ROWS] == ["/w/dn53.pth"] * 2 + [""] * 4
+    # The current official geometry is an extra, labelled row after the paper's SimOTA row.
+    extra = ablation_rows("paper", rows=["simota_2023"])[0]
+    assert (extra.config.assign.geometry, extra.config.assign.center_radius) == ("center", 1.5)
+    assert "not in the paper" in extra.label
 
 
 def test_paper_scale_is_darknet53_at_640_for_300_epochs():
@@ -71,16 +129,22 @@ def test_paper_scale_is_darknet53_at_640_for_300_epochs():
     assert rows[3].config.model.anchors == rows[0].config.model.anchors
 
 
-def test_quick_scale_is_small_and_scales_geometry_with_input():
+def test_quick_scale_is_small_and_scales_geometry_with_input(tmp_path):
     spec = scale_spec("quick")
     c = ablation_config("yolov3_baseline", "quick")
     assert c.model.backbone == "cspdarknet" and not c.model.depthwise and c.model.width <= 0.375
     assert c.data.root == "synthetic" and c.data.input_size[0] <= 320
     side = c.data.input_size[0]
-    # The largest YOLOv3 anchor (373 x 326 px at 640) covers the same fraction of the smaller image.
-    assert c.model.anchors[-1] == pytest.approx((373 * side / 640, 326 * side / 640), abs=0.01)
-    assert c.assign.level_ranges == pytest.approx((64 * side / 640, 128 * side / 640))
+    # FCOS level bounds (128 / 256 px of the longer side at 640) cover the same fraction of the image.
+    assert c.assign.level_ranges == pytest.approx((128 * side / 640, 256 * side / 640))
     assert 0 < c.train.no_aug_epochs < c.train.epochs == spec.train.epochs
+    # Anchors: 9 shapes sorted by area, inside the training boxes' range at this size, and another
+    # size refits them in proportion.
+    areas = [w * h for w, h in c.model.anchors]
+    assert len(areas) == 9 and areas == sorted(areas) and max(max(a) for a in c.model.anchors) <= side
+    other = ablation_rows("quick", rows=["yolov3_baseline"], size=side * 2)[0].config
+    assert other.data.input_size == (2 * side, 2 * side)
+    assert other.model.anchors[4][0] == pytest.approx(2 * c.model.anchors[4][0], rel=0.05)
 
 
 def test_rescale_schedule_moves_warmup_and_tail_proportionally():

@@ -2,7 +2,8 @@
 
 A GT is handled by one FPN level chosen FCOS-style by its longer side m and
 `cfg.level_ranges` = (r1, r2): m <= r1 → level 0 (stride 8), r1 < m <= r2 → level 1, m > r2 →
-level 2 (default (64, 128) px). `center` makes the single cell holding the GT centre positive;
+level 2 (default (128, 256) px: FCOS's 64 / 128 px bounds on the largest centre-to-side distance,
+which is about half the longer side). `center` makes the single cell holding the GT centre positive;
 `multi_positive` the 3×3 cells around it on that level (cells off the feature map dropped). An
 anchor claimed by several GTs goes to the smallest GT (FCOS), ties to the lowest GT index.
 """

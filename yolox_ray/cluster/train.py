@@ -244,7 +244,16 @@ def format_epoch_line(m: Mapping[str, Any], epochs: int, epoch_start: float) -> 
     line = f"epoch {int(m.get('epoch', 0)):>3}/{epochs}  loss {m.get('loss', float('nan')):7.3f}  " \
            f"lr {m.get('lr', 0.0):.2e}  AP {m.get('AP', 0.0):.3f}  AP50 {m.get('AP50', 0.0):.3f}  " \
            f"{time.perf_counter() - epoch_start:6.1f} s"
-    return line + ("  [eval]" if m.get("evaluated") else "")
+    return line + diagnostics_text(m) + ("  [eval]" if m.get("evaluated") else "")
+
+
+def diagnostics_text(m: Mapping[str, Any]) -> str:
+    """The assignment diagnostics of an epoch (positives per GT, their IoU and score), so a row that
+    does not learn says why in its progress line; "" when the metrics carry none."""
+    if not all(isinstance(m.get(k), (int, float)) for k in ("fg_per_gt", "pos_iou", "pos_iou_zero", "pos_score")):
+        return ""
+    return (f"  pos/GT {m['fg_per_gt']:.2f}  pos IoU {m['pos_iou']:.2f} ({100 * m['pos_iou_zero']:.0f}% zero)"
+            f"  pos score {m['pos_score']:.3f}")
 
 
 def run_training(

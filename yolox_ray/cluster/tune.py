@@ -47,6 +47,7 @@ from ray import tune
 
 from yolox_ray.cluster import tracking
 from yolox_ray.cluster.ray_setup import TRIAL_SLOT, init_ray, set_ray_env_defaults
+from yolox_ray.cluster.train import diagnostics_text
 from yolox_ray.config import (
     ConfigError,
     ExperimentConfig,
@@ -622,7 +623,7 @@ class StudyCallback(tune.Callback):
         value = result.get(self.metric)
         parts = [f"{k}={result[k]:.4f}" for k in dict.fromkeys((self.metric, "loss")) if isinstance(result.get(k), (int, float))]
         self._print(f"[{self.study}] trial {trial.trial_id} epoch {result.get('epoch', '?')}/{self.max_epochs}: "
-                    + ", ".join(parts) + (" (evaluated)" if result.get("evaluated") else ""))
+                    + ", ".join(parts) + diagnostics_text(result) + (" (evaluated)" if result.get("evaluated") else ""))
         if isinstance(value, (int, float)) and math.isfinite(value) and self._better(float(value)):
             self._best = (float(value), trial.trial_id, dict(trial.config))
         self._progress(trials)

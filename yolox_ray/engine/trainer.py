@@ -30,7 +30,10 @@ from yolox_ray.data.schedule import phase, should_evaluate
 from yolox_ray.engine.checkpoint import FORMAT, get_rng_state, load_checkpoint, set_rng_state
 from yolox_ray.engine.ema import ModelEMA
 from yolox_ray.engine.optim import LRSchedule, build_optimizer, set_lr
+from yolox_ray.losses import DIAGNOSTIC_SUMS, diagnostics_means
 
+# Below this final AP (a fraction) the trainer also reports AP at eval.low_conf_thresh.
+LOW_AP = 0.01
 COCO_STAT_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
@@ -115,7 +118,7 @@ class Trainer:
 
     def _build(self, resume: dict | str | Path | None) -> None:
         from yolox_ray.losses import YOLOXLoss
-        from yolox_ray.models import build_model
+        from yolox_ray.models import build_model, load_backbone_weights
 
         cfg = self.cfg
         self.paths = resolve_dataset(cfg.data)
@@ -138,7 +141,10 @@ class Trainer:
         self.schedule = LRSchedule.from_config(cfg.train, iters)
 
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
-        self.model = build_model(cfg.model).to(self.device)
+        self.model = build_model(cfg.model)
+        if cfg.model.backbone_weights:
+            load_backbone_weights(self.model, cfg.model.backbone_weights)
+        self.model = self.model.to(self.device)
         self.loss_fn = YOLOXLoss(cfg.loss, cfg.assign, cfg.model.num_classes)
         self.optimizer = build_optimizer(self.model, cfg.train)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
@@ -266,10 +272,18 @@ class Trainer:
             metrics.update(stats)
             metrics.update(forward_ms=float(eval_result.forward_ms), nms_ms=float(eval_result.nms_ms),
                            per_class_ap=eval_result.per_class_ap)
+            low = self.cfg.eval.low_conf_thresh
+            if (self.epoch == cfg.train.epochs and low is not None and stats["AP"] < LOW_AP
+                    and low < self.cfg.eval.conf_thresh):
+                # A model whose scores are still below eval.conf_thresh shows AP 0 at that threshold; say
+                # how much it has learned at the low threshold too (the final evaluation only).
+                low_result = self._evaluate(conf_thresh=low)
+                metrics.update(AP_low_conf=float(low_result.stats["AP"]), AP50_low_conf=float(low_result.stats["AP50"]))
         last = self.last_eval or {}
         metrics.update(AP=float(last.get("AP", 0.0)), AP50=float(last.get("AP50", 0.0)),
                        best_AP=self.best_ap, is_best=is_best)
         self.train_seconds = self._seconds_before + (time.perf_counter() - self._attempt_start)
+        metrics["train_seconds"] = self.train_seconds  # the run so far, across resumes
 
         rngs = self._gather_rng()
         checkpoint = self.state_dict(rngs) if self.rank == 0 else None
@@ -296,13 +310,14 @@ class Trainer:
         over_budget = (self.cfg.train.max_train_seconds is not None and
                        self._seconds_before + time.perf_counter() - self._attempt_start
                        >= self.cfg.train.max_train_seconds)
-        counts = torch.tensor([float(out.num_fg), float(out.num_gt), float(over_budget)], device=self.device)
+        diag = [out.diagnostics[k] for k in DIAGNOSTIC_SUMS]
+        counts = torch.tensor(diag + [float(out.num_fg), float(out.num_gt), float(over_budget)], device=self.device)
         vec = torch.cat([torch.stack([out.total.detach().float()] + [out.terms[k].detach().float() for k in names]),
                          counts])
         if self.distributed:
             vec = vec.to(self._collective_device())
             dist.all_reduce(vec)
-            vec[:-3] /= self.world_size
+            vec[:-(3 + len(diag))] /= self.world_size
         values = vec.tolist()
         if not math.isfinite(values[0]):
             local = {"loss": float(out.total.detach())} | {k: float(out.terms[k].detach()) for k in names}
@@ -325,15 +340,19 @@ class Trainer:
 
         metrics = {"loss": values[0]}
         metrics.update({f"{k}_loss": v for k, v in zip(names, values[1:1 + len(names)])})
+        metrics.update(zip(DIAGNOSTIC_SUMS, values[1 + len(names):1 + len(names) + len(diag)]))
         num_fg, num_gt, stop = values[-3:]
         metrics.update(num_fg=num_fg, num_gt=num_gt, stop=stop)
         return metrics
 
     @staticmethod
     def _averaged(sums: dict[str, float], n: int) -> dict[str, Any]:
-        out = {k: v / n for k, v in sums.items() if k not in ("num_fg", "num_gt")}
+        totals = ("num_fg", "num_gt", *DIAGNOSTIC_SUMS)
+        out = {k: v / n for k, v in sums.items() if k not in totals}
         if "num_gt" in sums:
             out["fg_per_gt"] = sums["num_fg"] / max(sums["num_gt"], 1.0)
+        if "num_fg" in sums:
+            out.update(diagnostics_means(sums, sums["num_fg"]))
         return out
 
     # ------------------------------------------------------------------------------------------
@@ -353,10 +372,13 @@ class Trainer:
     def eval_model(self) -> nn.Module:
         return self.ema.module if self.ema is not None else self.model
 
-    def _evaluate(self):
-        """COCO evaluation of the EMA model on rank 0 (other ranks wait at the next collective)."""
+    def _evaluate(self, conf_thresh: float | None = None):
+        """COCO evaluation of the EMA model on rank 0 (other ranks wait at the next collective);
+        `conf_thresh` replaces eval.conf_thresh for this evaluation."""
         if self.rank != 0:
             return None
+        from dataclasses import replace
+
         from yolox_ray.evaluation import evaluate
 
         if self._val_set is None:
@@ -366,7 +388,9 @@ class Trainer:
         model.eval()
         try:
             with torch.no_grad():
-                return evaluate(model, self._val_set, self.cfg, self.device)
+                cfg = self.cfg if conf_thresh is None else replace(
+                    self.cfg, eval=replace(self.cfg.eval, conf_thresh=conf_thresh))
+                return evaluate(model, cfg=cfg, dataset=self._val_set, device=self.device)
         finally:
             model.train(was_training)
 

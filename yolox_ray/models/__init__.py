@@ -4,7 +4,8 @@ Public entry points: `build_model`, `YOLOX`, `load_official_weights`, `count_par
 """
 
 from yolox_ray.models.complexity import count_gflops, count_params
-from yolox_ray.models.weights import WeightsError, load_official_weights
+from yolox_ray.models.weights import WeightsError, load_backbone_weights, load_official_weights
 from yolox_ray.models.yolox import YOLOX, build_model
 
-__all__ = ["YOLOX", "WeightsError", "build_model", "count_gflops", "count_params", "load_official_weights"]
+__all__ = ["YOLOX", "WeightsError", "build_model", "count_gflops", "count_params", "load_backbone_weights",
+           "load_official_weights"]

@@ -77,19 +77,48 @@ def guess_preset(state: Mapping[str, Tensor]) -> str:
     return f"closest preset: {best[0]!r} with num_classes={num_classes} ({best[1]} of {best[2]} tensors match)"
 
 
+def _misfit_lines(path: str | Path, what: str, expected: Mapping[str, torch.Size],
+                  state: Mapping[str, Tensor]) -> list[str]:
+    """The differences between a file and a module, one category a line; [] when they fit exactly."""
+    missing, unexpected, mismatched = _diff(expected, state)
+    if not (missing or unexpected or mismatched):
+        return []
+    lines = [f"{path} does not fit {what} ({len(expected)} tensors; file has {len(state)}):"]
+    for label, items in (("missing from file", missing), ("unexpected in file", unexpected),
+                         ("shape mismatch", mismatched)):
+        if items:
+            shown = ", ".join(items[:_SHOW]) + (f", ... ({len(items) - _SHOW} more)" if len(items) > _SHOW else "")
+            lines.append(f"  {len(items)} {label}: {shown}")
+    return lines
+
+
 def load_official_weights(model: nn.Module, path: str | Path) -> nn.Module:
     """Load an official YOLOX checkpoint into `model` in place (strict keys and shapes); returns model."""
     state = read_state_dict(path)
-    expected = {k: v.shape for k, v in model.state_dict().items()}
-    missing, unexpected, mismatched = _diff(expected, state)
-    if missing or unexpected or mismatched:
-        lines = [f"{path} does not fit this model ({len(expected)} tensors; file has {len(state)}):"]
-        for label, items in (("missing from file", missing), ("unexpected in file", unexpected),
-                             ("shape mismatch", mismatched)):
-            if items:
-                shown = ", ".join(items[:_SHOW]) + (f", ... ({len(items) - _SHOW} more)" if len(items) > _SHOW else "")
-                lines.append(f"  {len(items)} {label}: {shown}")
-        lines.append(f"  hint: {guess_preset(state)}")
-        raise WeightsError("\n".join(lines))
+    lines = _misfit_lines(path, "this model", {k: v.shape for k, v in model.state_dict().items()}, state)
+    if lines:
+        raise WeightsError("\n".join(lines + [f"  hint: {guess_preset(state)}"]))
     model.load_state_dict(state, strict=True)
+    return model
+
+
+BACKBONE_PREFIX = "backbone.backbone."  # where the real backbone sits in a YOLOX state dict
+
+
+def load_backbone_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load pretrained weights into the model's backbone only (`model.backbone.backbone`), strictly.
+
+    The file (read with weights_only=True) holds the backbone's own keys (e.g. `stem.0.conv.weight`
+    for Darknet-53), or a whole YOLOX state dict whose `backbone.backbone.` entries are taken.
+    Heads and necks keep their fresh init, as the paper's ImageNet-pretrained YOLOv3 rows.
+    """
+    state = read_state_dict(path)
+    if any(k.startswith(BACKBONE_PREFIX) for k in state):
+        state = {k[len(BACKBONE_PREFIX):]: v for k, v in state.items() if k.startswith(BACKBONE_PREFIX)}
+    backbone = model.backbone.backbone
+    lines = _misfit_lines(path, f"the {type(backbone).__name__} backbone",
+                          {k: v.shape for k, v in backbone.state_dict().items()}, state)
+    if lines:
+        raise WeightsError("\n".join(lines))
+    backbone.load_state_dict(state, strict=True)
     return model

@@ -52,7 +52,8 @@ class YOLOX(nn.Module):
         if grid is None:
             sizes = [(_feature_side(h, s), _feature_side(w, s)) for s in ARCH_STRIDES]
             grid = make_anchor_grid(sizes, self.cfg.strides, self.cfg.n_anchors,
-                                    self.cfg.anchors if self.cfg.n_anchors > 1 else None, device=device)
+                                    self.cfg.anchors if self.cfg.n_anchors > 1 else None, device=device,
+                                    sigmoid_xy=self.cfg.box_decode == "yolov3")
             self._grids[key] = grid
         return grid
 
