@@ -194,7 +194,7 @@ class DataConfig:
     synthetic_size: int = 320
     synthetic_seed: int = 0
     # easy: 1-5 medium/large objects, light clutter (learns in CPU minutes); coco_like: the hard variant.
-    synthetic_style: Literal["easy", "coco_like"] = "easy"
+    synthetic_style: Literal["easy", "dense", "coco_like"] = "easy"
     cache_dir: str = ""  # "" = ~/.cache/yolox_ray
     input_size: tuple[int, int] = (640, 640)
     test_size: tuple[int, int] = (640, 640)
@@ -244,8 +244,8 @@ class DataConfig:
         _check(self.synthetic_train >= 1 and self.synthetic_val >= 1, "data.synthetic_train",
                "synthetic split sizes must be >= 1")
         _check(self.synthetic_size >= 64, "data.synthetic_size", "must be >= 64")
-        _check(self.synthetic_style in ("easy", "coco_like"), "data.synthetic_style",
-               f"unknown style {self.synthetic_style!r} (easy, coco_like)")
+        _check(self.synthetic_style in ("easy", "dense", "coco_like"), "data.synthetic_style",
+               f"unknown style {self.synthetic_style!r} (easy, dense, coco_like)")
         _check(self.workers >= 0, "data.workers", "must be >= 0")
 
     @property
