@@ -38,6 +38,33 @@ def run_one(row: str, lr: float, epochs: int, size: int | None, extra: list[str]
     return result
 
 
+DEFAULT_LR = 0.02  # the preset's shared step lr
+# Below this AP50 at the reduced budget a row has not started to learn with any lr, so the search
+# cannot rank them (differences are noise): such a row keeps the shared lr.
+MIN_SEPARABLE_AP50 = 0.02
+
+
+def choose(results: list[dict], default_lr: float) -> dict[str, dict]:
+    """Per row the lr with the best AP50 (AP breaks ties), or `default_lr` when no lr got the row past
+    MIN_SEPARABLE_AP50."""
+    best: dict[str, dict] = {}
+    for r in results:
+        if r.get("error"):
+            print(f"{r['row']} lr {r['lr']}: failed: {r['error']}")
+            continue
+        if r["row"] not in best or (r["AP50"], r["AP"]) > (best[r["row"]]["AP50"], best[r["row"]]["AP"]):
+            best[r["row"]] = r
+    chosen = {}
+    for row, r in best.items():
+        if r["AP50"] >= MIN_SEPARABLE_AP50:
+            chosen[row] = dict(r, why=f"best AP50 {100 * r['AP50']:.1f} % at the reduced budget")
+        else:
+            chosen[row] = dict(r, lr=default_lr, AP50=None, AP=None,
+                               why=f"no lr passed AP50 {100 * MIN_SEPARABLE_AP50:.0f} % at the reduced budget "
+                                   f"(best {100 * r['AP50']:.1f} %): the shared lr is kept")
+    return chosen
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", default="yolov3_baseline,decoupled_head,strong_augmentation,anchor_free,multi_positives,simota")
@@ -46,33 +73,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=None)
     p.add_argument("--parallel", type=int, default=2)
     p.add_argument("--write", action="store_true", help=f"write the best lr per row to {RECIPES.name}")
+    p.add_argument("--rechoose", action="store_true",
+                   help=f"no runs: choose again from the results recorded in {RECIPES.name} (same command)")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args(argv)
     rows, lrs = args.rows.split(","), [float(x) for x in args.lrs.split(",")]
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.parallel) as pool:
-        jobs = [pool.submit(run_one, row, lr, args.epochs, args.size, args.overrides, Path(tmp) / f"{row}-{lr}.jsonl")
-                for row in rows for lr in lrs]
-        results = [j.result() for j in jobs]
-    best: dict[str, dict] = {}
-    for r in results:
-        if "error" in r:
-            print(f"{r['row']} lr {r['lr']}: failed: {r['error']}")
-            continue
-        # AP50 ranks (the table's target); AP breaks ties.
-        if r["row"] not in best or (r["AP50"], r["AP"]) > (best[r["row"]]["AP50"], best[r["row"]]["AP"]):
-            best[r["row"]] = r
+    if args.rechoose:
+        recorded = json.loads(RECIPES.read_text())
+        results = recorded["all"]
+        argv = recorded["command"].split()[2:]
+    else:
+        with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.parallel) as pool:
+            jobs = [pool.submit(run_one, row, lr, args.epochs, args.size, args.overrides,
+                                Path(tmp) / f"{row}-{lr}.jsonl") for row in rows for lr in lrs]
+            results = [j.result() for j in jobs]
     print(f"search took {time.perf_counter() - start:.0f} s")
+    best = choose(results, default_lr=DEFAULT_LR)
     for row, r in best.items():
-        print(f"best {row}: lr {r['lr']:g} (AP50 {100 * r['AP50']:.1f})")
+        print(f"{row}: lr {r['lr']:g} ({r['why']})")
     if args.write:
         command = "python scripts/quick_row_recipes.py " + " ".join(argv if argv is not None else sys.argv[1:])
         data = {
             "why": "per-row step lr of the quick ablation preset, chosen by AP50 at a reduced budget so that "
                    "the preset does not favour the row it was first tuned on",
             "command": command,
-            "rows": {row: {"overrides": {"train.lr_per_image": r["lr"] / 8}, "AP50": r["AP50"], "AP": r["AP"]}
-                     for row, r in best.items()},
+            "rows": {row: {"overrides": {"train.lr_per_image": r["lr"] / 8}, "lr_per_step": r["lr"],
+                           "why": r["why"]} for row, r in best.items()},
             "all": [{k: r.get(k) for k in ("row", "lr", "AP", "AP50", "seconds", "epochs", "size", "error")}
                     for r in results],
         }

@@ -20,6 +20,7 @@ Extra `key=value` arguments override every row's config (e.g. `train.max_iters=5
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import time
 from pathlib import Path
@@ -136,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     first = rows[0].config
     spec = StudySpec(
         name=name, preset=None, searcher="grid", early_stop=False,
-        rows=tuple(StudyRow(name=r.key, config=r.config, paper_ap=r.paper.ap) for r in rows), seeds=seeds,
+        rows=tuple(StudyRow(name=r.key, config=r.config, paper_ap=None if math.isnan(r.paper.ap) else r.paper.ap)
+                   for r in rows), seeds=seeds,
         max_concurrent=args.max_concurrent or local_concurrency(args, len(rows) * len(seeds)),
         workers=args.workers, cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
         paper_reference="YOLOX (Ge et al. 2021) Table 2, YOLOX-DarkNet53 640x640 300 epochs COCO val2017",

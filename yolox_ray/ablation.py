@@ -247,7 +247,7 @@ def row_anchors(spec: ScaleSpec) -> tuple[tuple[float, float], ...]:
     from yolox_ray.data import resolve_dataset
     from yolox_ray.data.anchors import kmeans_anchors
 
-    return kmeans_anchors(resolve_dataset(spec.data).train_ann, spec.input_size)
+    return kmeans_anchors(resolve_dataset(spec.data).train_ann, spec.data.input_size[0])
 
 
 def _base_config(spec: ScaleSpec, anchors: tuple[tuple[float, float], ...], backbone_weights: str) -> ExperimentConfig:
@@ -303,6 +303,9 @@ def ablation_rows(
     if unknown or not wanted:
         raise ConfigError(f"rows: unknown or empty {unknown or list(wanted)}; known at the {scale} preset: "
                           f"{', '.join(known)}")
+    if overrides:  # fit anchors on the data the rows will train on (e.g. another synthetic size)
+        data_keys = {k: v for k, v in overrides.items() if k.startswith("data.")}
+        spec = replace(spec, data=apply_overrides(ExperimentConfig(data=spec.data), data_keys).data)
     chosen = tuple(anchors) if anchors is not None else row_anchors(spec)
     cfg = _base_config(spec, chosen, backbone_weights)
     out = []
