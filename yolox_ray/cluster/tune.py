@@ -1,4 +1,9 @@
-"""Studies on Ray Tune: search spaces, Optuna/grid search, ASHA, MLflow runs, resume.
+"""Studies on Ray Tune: the Tune adapter of a `yolox_ray.study.StudySpec` (Optuna/grid, ASHA, MLflow runs, resume).
+
+The spec itself, its one validation pass (every config the study can produce, before any cluster
+work) and its YAML load/dump live in the Ray-free `yolox_ray.study` (re-exported here). This module
+turns a spec into Tune domains, a searcher (an Optuna study's first trial is `spec.warm_start()`, the
+official defaults of the searched keys), a scheduler and trials.
 
 A **study** (`StudySpec`, loadable from YAML, see ``configs/``) is a base config plus either a
 search space sampled by Optuna (TPE, seeded; its study persisted in ``optuna.db`` next to the
@@ -28,7 +33,8 @@ The default grace period is past the warm-up and at the first evaluated epoch (A
 evaluation, so rungs between evaluations compare stale values); ``early_stop: false`` /
 ``--no-early-stop`` runs every trial to the end (the right choice for augmentation-schedule
 studies and for small sample counts). Note that Ray's OptunaSearch tells Optuna an early-stopped
-trial as COMPLETE with its rung value (ray_stack.md §3a), so TPE sees those partial values.
+trial as COMPLETE with its rung value (ray_stack.md §3a), so TPE sees those partial values; the
+parameter importances (`yolox_ray.report.optuna_importances`) leave them out.
 """
 
 from __future__ import annotations
