@@ -33,7 +33,8 @@ def tiny(cache: Path, epochs: int, **extra) -> dict:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, request):
-    srv = tracking.start_server(tmp_path_factory.getbasetemp() / "mlflow_shared")  # shared with other modules
+    # A generous start-up limit: on a loaded 2-core machine the first migration of the store is slow.
+    srv = tracking.start_server(tmp_path_factory.getbasetemp() / "mlflow_shared", timeout_s=600)  # shared
     if srv.owned:
         request.config.add_cleanup(lambda: tracking.stop_server(srv))
     return srv
