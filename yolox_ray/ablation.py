@@ -325,26 +325,8 @@ def ablation_config(key: str, scale: str = "quick") -> ExperimentConfig:
     return ablation_rows(scale, rows=[key])[0].config
 
 
-def dataset_num_classes(data_root: str) -> int:
-    """Classes of a dataset: the synthetic set's 8 shapes, else the categories of the COCO-layout val
-    annotations under `data_root` (the smaller file)."""
-    import json
-    from pathlib import Path
-
-    from yolox_ray.data.synthetic import SYNTHETIC_CLASSES
-
-    if data_root == "synthetic":
-        return len(SYNTHETIC_CLASSES)
-    ann = Path(data_root) / DataConfig().val_ann
-    if not ann.is_file():
-        raise ConfigError(f"data: {ann} not found (expected the COCO layout: annotations/, train2017/, val2017/)")
-    try:
-        categories = json.loads(ann.read_text())["categories"]
-    except (ValueError, KeyError) as exc:
-        raise ConfigError(f"data: {ann} is not a COCO annotation file ({exc!r})") from None
-    if not categories:
-        raise ConfigError(f"data: {ann} lists no categories")
-    return len(categories)
+# Moved to the data layer (yolox_ray/data/classes.py); re-exported for existing imports.
+from yolox_ray.data.classes import dataset_num_classes  # noqa: E402,F401
 
 
 # ---------------------------------------------------------------------------------------------

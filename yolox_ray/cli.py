@@ -1,4 +1,4 @@
-"""`yolox-ray` command line: info | data | train | eval | tune | ablate | report | ui.
+"""`yolox-ray` command line: info | data | config | train | eval | tune | ablate | report | ui.
 
 Only argument parsing lives here; each command calls one plain function in the package, imported
 lazily so that `yolox-ray info` does not pay for importing Ray.
@@ -50,6 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--style", choices=("easy", "dense", "coco_like"), default="easy",
                    help="easy: few medium/large objects (learns in CPU minutes); dense: 6-12 objects per image (the quick ablation); coco_like: clutter, 45%% small objects")
 
+    p = sub.add_parser("config", help="print the resolved config a run (or a study's first trial) would use, as YAML")
+    p.add_argument("--model", default=None, help="model preset (default yolox_nano; with --study: replaces its preset)")
+    p.add_argument("--config", default=None, help="YAML config file (as for `train`)")
+    p.add_argument("--data", default=None, help="'synthetic' (default) or a COCO-format root folder")
+    p.add_argument("--epochs", type=int, default=None, help="total epochs")
+    p.add_argument("--study", default=None, help="study YAML: print its first trial's config (Optuna: the warm start)")
+    p.add_argument("--samples", type=int, default=None, help="with --study: as for `tune`")
+    p.add_argument("--workers", type=int, default=1, help="with --study: Ray Train workers per trial (validated)")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0)
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="> 0: no quick CPU defaults (as for `train`)")
+    p.add_argument("overrides", nargs="*", help="key=value config overrides")
+
     p = sub.add_parser("train", help="train one model on Ray Train")
     _add_experiment_args(p)
     _add_cluster_args(p)
@@ -92,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "data":
             from yolox_ray.data.synthetic import run_synth_cli
             return run_synth_cli(args)
+        if args.command == "config":
+            from yolox_ray.config_cli import run_config_cli
+            return run_config_cli(args)
         if args.command == "train":
             from yolox_ray.cluster.train import run_train_cli
             return run_train_cli(args)

@@ -199,8 +199,25 @@ def varying_params(trials: Sequence[TrialRun]) -> list[str]:
     return [k for k in keys if k != "name" and len({t.params.get(k) for t in trials}) > 1]
 
 
+def full_length_trials(study: Any) -> tuple[list[Any], list[Any]]:
+    """(full-length, early-stopped) COMPLETE trials of an Optuna study.
+
+    Ray's OptunaSearch tells Optuna an ASHA-stopped trial as COMPLETE with its rung value, and
+    reports one intermediate value per epoch (step = Tune's training iteration), so a trial is
+    early-stopped when it reported fewer steps than the longest trial of the study.
+    """
+    import optuna
+
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    steps = {t.number: max(t.intermediate_values, default=0) for t in complete}
+    longest = max(steps.values(), default=0)
+    full = [t for t in complete if steps[t.number] >= longest]
+    return full, [t for t in complete if steps[t.number] < longest]
+
+
 def optuna_importances(storage: str, study_name: str | None) -> tuple[str, dict[str, float]]:
-    """(study name, importances) of a persisted Optuna study (PED-ANOVA, Optuna's default)."""
+    """(study name, importances) of a persisted Optuna study (PED-ANOVA, Optuna's default), over
+    its full-length trials only: an early-stopped trial's value is from an earlier epoch."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -210,10 +227,13 @@ def optuna_importances(storage: str, study_name: str | None) -> tuple[str, dict[
             raise ReportError(f"Optuna storage {storage} holds {len(names)} studies {names}; name one")
         study_name = names[0]
     study = optuna.load_study(study_name=study_name, storage=storage)
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    if len(complete) < 2:
-        raise ReportError(f"Optuna study {study_name!r} has {len(complete)} complete trials; importances need >= 2")
-    return study_name, dict(optuna.importance.get_param_importances(study))
+    full, early = full_length_trials(study)
+    if len(full) < 2:
+        raise ReportError(f"Optuna study {study_name!r} has {len(full)} full-length complete trials "
+                          f"({len(early)} early-stopped ones left out); importances need >= 2")
+    subset = optuna.create_study(directions=study.directions)
+    subset.add_trials(full)
+    return study_name, dict(optuna.importance.get_param_importances(subset))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -466,7 +486,11 @@ def write_search_outputs(result: Any, study_name: str, tracking_uri: str, *, use
     if found:
         (out / "importances.json").write_text(json.dumps(found, indent=1))
         plot_importances(found, out / "importances.png")
-        print("\nparameter importances (Optuna PED-ANOVA):")
+        import optuna
+
+        full, early = full_length_trials(optuna.load_study(study_name=study_name, storage=f"sqlite:///{out / 'optuna.db'}"))
+        print(f"\nparameter importances (Optuna PED-ANOVA) over {len(full)} full-length trials"
+              + (f"; early-stopped, left out: Optuna trials {[t.number for t in early]}" if early else "") + ":")
         for key, value in sorted(found.items(), key=lambda kv: -kv[1]):
             print(f"  {key:28s} {value:.3f}")
         print(f"importances: {out / 'importances.png'}")

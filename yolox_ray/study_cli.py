@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
+
+import yaml
 
 from yolox_ray.config import ConfigError
 
+# The shipped study files: the single definition of each search (the scripts load and extend them).
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
-def add_study_args(p: argparse.ArgumentParser, *, name_help: str, max_concurrent: int | None = 2) -> None:
+
+def add_study_args(p: argparse.ArgumentParser, *, name_help: str, max_concurrent: int | None = 2,
+                   max_concurrent_help: str | None = None) -> None:
     """--data --epochs --address --workers --gpus/cpus-per-worker --max-concurrent --out --name
     --tracking-uri --mlruns and the positional key=value overrides."""
     p.add_argument("--data", default="synthetic", help="'synthetic' or a COCO-format root (required for --preset paper)")
@@ -24,8 +31,8 @@ def add_study_args(p: argparse.ArgumentParser, *, name_help: str, max_concurrent
     p.add_argument("--gpus-per-worker", type=float, default=0.0)
     p.add_argument("--cpus-per-worker", type=float, default=1.0)
     p.add_argument("--max-concurrent", type=int, default=max_concurrent,
-                   help="trials at once (capped by what the cluster fits)" if max_concurrent else
-                   "trials at once (default: as many as the cluster fits)")
+                   help=max_concurrent_help or ("trials at once (capped by what the cluster fits)" if max_concurrent else
+                                                "trials at once (default: as many as the cluster fits)"))
     p.add_argument("--out", default="studies_out", help="studies folder (shared storage on a cluster)")
     p.add_argument("--name", default=None, help=name_help)
     p.add_argument("--tracking-uri", default=None, help="MLflow server; default: a local one over ./mlruns")
@@ -47,6 +54,41 @@ def study_overrides(items: list[str]) -> dict[str, str]:
     if bad:
         raise ConfigError(f"overrides: expected key=value, got {bad}")
     return dict(item.split("=", 1) for item in items)
+
+
+def study_from_file(path: str | Path, args: argparse.Namespace, *, name: str, samples: int | None = None,
+                    no_early_stop: bool = False, adapt_space: Callable[..., tuple] | None = None, **fields: Any):
+    """The study of a shipped YAML file with the script's flags on top (one definition per study).
+
+    `--preset paper` starts from the ablation roadmap's SimOTA row at paper scale (dropping the
+    file's quick-budget overrides), `--data` sets data.root, `--epochs` rescales the schedule
+    (warm-up, no-aug tail and eval interval move with it), then the key=value overrides, the
+    cluster flags, `name`, `samples`, `no_early_stop` and other StudySpec `fields`.
+    `adapt_space(space, file_train, train)` may fit the file's dimensions to the new schedule.
+    """
+    from yolox_ray.ablation import ablation_rows, rescale_schedule
+    from yolox_ray.config import apply_overrides, experiment_preset
+    from yolox_ray.study import load_study, with_changes
+
+    spec = load_study(path)
+    file_train = spec.base_config().train
+    data = study_data(args)
+    if args.preset == "paper":
+        base = ablation_rows("paper", data_root=data, rows=["simota"])[0].config
+        spec = replace(spec, preset=None, base=base, overrides={}, epochs=None)
+    start = spec.base if spec.base is not None else experiment_preset(spec.preset)
+    overrides: dict[str, Any] = {"data.root": data}
+    if args.epochs is not None:
+        train = rescale_schedule(apply_overrides(start, {**spec.overrides, **overrides}).train, args.epochs)
+        overrides.update({"train.epochs": train.epochs, "train.warmup_epochs": train.warmup_epochs,
+                          "train.no_aug_epochs": train.no_aug_epochs, "train.eval_interval": train.eval_interval})
+    overrides.update({k: yaml.safe_load(v) for k, v in study_overrides(args.overrides).items()})
+    if adapt_space is not None:
+        train = apply_overrides(start, {**spec.overrides, **overrides}).train
+        fields["space"] = adapt_space(spec.space, file_train, train)
+    return with_changes(spec, samples=samples, no_early_stop=no_early_stop, overrides=overrides, name=name,
+                        workers=args.workers, cpus_per_worker=args.cpus_per_worker,
+                        gpus_per_worker=args.gpus_per_worker, max_concurrent=args.max_concurrent, **fields)
 
 
 def run_script(main: Callable[[], int], prog: str) -> None:

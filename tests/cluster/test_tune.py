@@ -15,7 +15,9 @@ from yolox_ray.cluster.tune import (
     StudySpec,
     dump_study,
     load_study,
+    param_space,
     run_study,
+    tune_domain,
 )
 from yolox_ray.config import experiment_preset
 
@@ -31,7 +33,7 @@ def spec_dict(**changes):
 
 
 def test_int_range_is_inclusive_on_both_ends():
-    domain = SearchParam("assign.candidate_k", "int", low=5, high=15).domain()
+    domain = tune_domain(SearchParam("assign.candidate_k", "int", low=5, high=15))
     seen = {int(v) for v in domain.sample(size=3000)}
     assert seen == set(range(5, 16))
 
@@ -117,7 +119,7 @@ def test_yaml_round_trip_and_list_choices(tmp_path):
     dump_study(spec, tmp_path / "s.yaml")
     assert load_study(tmp_path / "s.yaml") == spec
     # Optuna categoricals must be scalars: list values travel as YAML text and become the tuple.
-    sampled = spec.param_space()["data.mosaic_scale"].sample()
+    sampled = param_space(spec)["data.mosaic_scale"].sample()
     assert isinstance(sampled, str)
     cfg = spec.trial_config({"data.mosaic_scale": sampled, "assign.candidate_k": 7})
     assert cfg.data.mosaic_scale in ((0.1, 2.0), (0.5, 1.5))
@@ -132,7 +134,7 @@ def test_grid_rows_seeds_and_trial_config():
               StudyRow("b", preset="yolox_tiny")),
         space=(SearchParam("assign.candidate_k", "grid", values=(5, 10)),))
     assert spec.total_trials() == 2 * 3 * 2
-    space = spec.param_space()
+    space = param_space(spec)
     assert space["row"] == {"grid_search": ["a", "b"]} and space["seed"] == {"grid_search": [0, 1, 2]}
     a = spec.trial_config({"row": "a", "seed": 2, "assign.candidate_k": 5})
     assert (a.model.width, a.assign.geometry, a.assign.center_radius) == (0.5, "box_and_center", 2.5)

@@ -1,10 +1,14 @@
 """A grid study (ablation rows x seeds) on a real local Ray cluster where one row's trial raises:
-the other trial still runs to the end, and MLflow records one FAILED and one FINISHED child run."""
+the other trial still runs to the end, and MLflow records one FAILED and one FINISHED child run.
+(The broken row passes the checks before Ray, which read only the val annotations' categories: its
+train annotation file is corrupt, which only the trial's dataset build finds.)"""
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -47,11 +51,23 @@ def monkeypatch_module():
     mp.undo()
 
 
+def corrupt_coco(tmp_path: Path) -> Path:
+    """A COCO layout whose val annotations are fine (8 categories) and whose train file is not JSON."""
+    root = tmp_path / "corrupt_coco"
+    for sub in ("annotations", "train2017", "val2017"):
+        (root / sub).mkdir(parents=True)
+    cats = [{"id": i + 1, "name": f"c{i}"} for i in range(8)]
+    (root / "annotations" / "instances_val2017.json").write_text(json.dumps({"images": [], "annotations": [],
+                                                                          "categories": cats}))
+    (root / "annotations" / "instances_train2017.json").write_text("{not json")
+    return root
+
+
 def test_a_failing_trial_does_not_stop_the_others(server, ray_cluster, tmp_path):
     overrides = dict(TINY, **{"data.cache_dir": str(tmp_path / "data_cache")})
     spec = StudySpec(
         name="grid_fail", searcher="grid", preset="yolox_nano", overrides=overrides, seeds=(0,),
-        rows=(StudyRow("broken", overrides={"data.root": str(tmp_path / "no_such_coco")}),
+        rows=(StudyRow("broken", overrides={"data.root": str(corrupt_coco(tmp_path))}),
               StudyRow("simota", paper_ap=47.3)),
         max_concurrent=2, max_failures=0)
     result = run_study(spec, storage_root=tmp_path / "studies", tracking_uri=server.uri)
@@ -59,7 +75,7 @@ def test_a_failing_trial_does_not_stop_the_others(server, ray_cluster, tmp_path)
     by_row = {t.row: t for t in result.trials}
     assert sorted(by_row) == ["broken", "simota"]
     assert by_row["broken"].status == "failed"
-    assert "no_such_coco" in by_row["broken"].error
+    assert "instances_train2017.json" in by_row["broken"].error
     good = by_row["simota"]
     assert good.status == "finished" and good.metrics["epoch"] == 2 and good.seed == 0
     assert result.best is good and result.num_failed == 1 and result.num_finished == 1
@@ -68,7 +84,7 @@ def test_a_failing_trial_does_not_stop_the_others(server, ray_cluster, tmp_path)
     client = tracking.client_for(server.uri)
     bad_run = client.get_run(by_row["broken"].run_id)
     good_run = client.get_run(good.run_id)
-    assert bad_run.info.status == "FAILED" and "no_such_coco" in bad_run.data.tags["error"]
+    assert bad_run.info.status == "FAILED" and "instances_train2017.json" in bad_run.data.tags["error"]
     assert good_run.info.status == "FINISHED"
     for run, row in ((bad_run, "broken"), (good_run, "simota")):
         assert run.data.tags["mlflow.parentRunId"] == result.parent_run_id

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from yolox_ray.config import (
-    ConfigError,
     ExperimentConfig,
     apply_overrides,
     experiment_preset,
@@ -55,42 +54,8 @@ QUICK_CPU_OVERRIDES: dict[str, Any] = {
 }
 
 
-# ------------------------------------------------------------------------------------------------
-# Validation (before any cluster work)
-
-
-def validate_run(cfg: ExperimentConfig, *, workers: int, cpus_per_worker: float, gpus_per_worker: float,
-                 max_failures: int, num_to_keep: int = 2) -> None:
-    """Raise ConfigError for anything that would only fail once the cluster is up."""
-    if not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"--workers: must be an integer >= 1, got {workers!r}")
-    if cpus_per_worker <= 0:
-        raise ConfigError(f"--cpus-per-worker: must be > 0, got {cpus_per_worker}")
-    if gpus_per_worker < 0:
-        raise ConfigError(f"--gpus-per-worker: must be >= 0, got {gpus_per_worker}")
-    if max_failures < -1:
-        raise ConfigError(f"--max-failures: must be >= -1 (-1 = retry forever), got {max_failures}")
-    if num_to_keep < 1:
-        raise ConfigError(f"num_to_keep: must be >= 1, got {num_to_keep}")
-    if cfg.train.batch_size % workers:
-        raise ConfigError(f"train.batch_size: {cfg.train.batch_size} (total) is not divisible by {workers} workers")
-    if cfg.data.is_synthetic:
-        from yolox_ray.data import SYNTHETIC_CLASSES
-
-        classes, source = len(SYNTHETIC_CLASSES), "the synthetic dataset"
-    else:
-        root = Path(cfg.data.root)
-        for rel in ("", cfg.data.train_ann, cfg.data.val_ann, cfg.data.train_images, cfg.data.val_images):
-            if not (root / rel).exists():
-                raise ConfigError(f"data.root: {root / rel} does not exist")
-        try:  # the val file is small; train and val share the category list
-            classes = len(json.loads((root / cfg.data.val_ann).read_text())["categories"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(f"data.val_ann: {root / cfg.data.val_ann} is not a COCO annotation file ({exc!r})") from None
-        source = str(root / cfg.data.val_ann)
-    if classes != cfg.model.num_classes:
-        raise ConfigError(f"model.num_classes: the model has {cfg.model.num_classes} classes but {source} has "
-                          f"{classes}")
+# Validation (before any cluster work): the Ray-free checks live in yolox_ray.study.
+from yolox_ray.study import validate_run  # noqa: E402,F401  (re-exported)
 
 
 def default_run_name(cfg: ExperimentConfig, workers: int) -> str:
@@ -372,20 +337,31 @@ def build_train_config(model: str, data: str = "synthetic", epochs: int | None =
                        config_file: str | None = None, overrides: Iterable[str] = (),
                        quick: bool = True) -> ExperimentConfig:
     """preset → quick CPU defaults (synthetic data, `quick`) → YAML → --data/--epochs → key=value."""
-    cfg = experiment_preset(model)
-    if data == "synthetic":
-        from yolox_ray.data import SYNTHETIC_CLASSES
+    from yolox_ray.data.classes import NUM_CLASSES_KEY, with_data_classes
 
-        cfg = apply_overrides(cfg, {"model.num_classes": len(SYNTHETIC_CLASSES)})
-        if quick:
-            cfg = apply_overrides(cfg, QUICK_CPU_OVERRIDES)
+    cfg = experiment_preset(model)
+    if data == "synthetic" and quick:
+        cfg = apply_overrides(cfg, QUICK_CPU_OVERRIDES)
     if config_file:
         cfg = load_yaml(config_file, base=cfg)
     root = data if data == "synthetic" else str(Path(data).expanduser().resolve())  # workers' cwd differs
     cfg = replace(cfg, data=replace(cfg.data, root=root))
     # --epochs and key=value go in together, so e.g. `--epochs 3 train.no_aug_epochs=1` validates as a whole.
     items = ([f"train.epochs={epochs}"] if epochs is not None else []) + list(overrides)
-    return apply_overrides(cfg, items)
+    cfg = apply_overrides(cfg, items)
+    # The class count comes from the data unless the user set it (then it must agree with the data).
+    explicit = any(item.split("=", 1)[0].strip() == NUM_CLASSES_KEY for item in overrides) or \
+        (config_file is not None and _file_sets_num_classes(config_file))
+    return with_data_classes(cfg, explicit=explicit)
+
+
+def _file_sets_num_classes(path: str) -> bool:
+    """Whether a config YAML sets model.num_classes (nested `model: {num_classes: N}` or dotted)."""
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    return isinstance(data, dict) and ("model.num_classes" in data or
+                                       (isinstance(data.get("model"), dict) and "num_classes" in data["model"]))
 
 
 def run_train_cli(args) -> int:
