@@ -74,7 +74,7 @@ def test_one_unreadable_image_among_40_is_skipped(dataset, case, reason):
     assert report.unreadable == {"000007.jpg": reason}
     assert (report.num_images, report.num_boxes) == (39, 39)
     assert report.metrics()["data/train/unreadable_images"] == 1.0
-    assert f"1 unreadable images skipped: 000007.jpg ({reason})" in "\n".join(report.lines())
+    assert f"train: 1 unreadable images skipped: 000007.jpg ({reason})" in report.lines()
     ds, warned = _dataset(dataset)
     assert len(ds) == 39 and 7 not in ds.image_ids and ds.unreadable == {"000007.jpg": reason}
     assert "1 unreadable images skipped" in warned
@@ -108,7 +108,7 @@ def test_skipped_annotations_are_counted_and_shown(dataset, case, what):
     report = _check(dataset)
     assert report.skipped == {what: 1}
     assert report.num_boxes == 40 and report.unreadable == {}
-    assert f"  1 {what}" in report.lines()
+    assert f"train: 1 {what}" in report.lines()
     assert report.metrics()["data/train/skipped_annotations"] == 1.0
     ds, warned = _dataset(dataset)
     assert ds.num_boxes == 40 and f"1 {what}" in warned
@@ -118,7 +118,7 @@ def test_300_boxes_on_one_image_are_reported_as_truncated(dataset):
     MALFORMED["300_boxes"](dataset)
     report = _check(dataset)
     assert report.num_boxes == 339 and report.truncated_images == 1
-    assert "  1 images with more than data.max_labels=120 boxes (each sample keeps the first 120)" in report.lines()
+    assert "train: 1 images with more than data.max_labels=120 boxes (each sample keeps the first 120)" in report.lines()
     assert check_split(train_json(dataset), dataset / "train2017", max_labels=300).truncated_images == 0
 
 

@@ -102,6 +102,21 @@ def check_data(cfg: ExperimentConfig, out=None) -> list:
     return check_dataset(cfg.data, progress=out or sys.stderr)
 
 
+def check_study_data(configs: Iterable[ExperimentConfig], out=None, prefix: str = "") -> None:
+    """`check_data` once per distinct dataset among `configs` (a study's base configs), printing
+    what will be skipped; raises DatasetError before any cluster starts."""
+    from yolox_ray.data.checks import print_reports
+
+    seen = set()
+    for cfg in configs:
+        d = cfg.data
+        key = (d.root, d.train_ann, d.train_images, d.val_ann, d.val_images, d.max_labels, d.cache_dir,
+               d.synthetic_train, d.synthetic_val, d.synthetic_size, d.synthetic_seed, d.synthetic_style)
+        if key not in seen:
+            seen.add(key)
+            print_reports(check_data(cfg), out, prefix=prefix)
+
+
 def default_run_name(cfg: ExperimentConfig, workers: int) -> str:
     """`<name>-<hash of the config and world size>`: the same command resumes the same run."""
     blob = json.dumps({"config": to_flat_dict(cfg), "workers": workers}, sort_keys=True, default=str)

@@ -359,18 +359,20 @@ class SplitReport:
     max_labels: int = 120
 
     def lines(self) -> list[str]:
-        out = [f"{self.split}: {self.num_images} images, {self.num_boxes} boxes ({self.ann_file})"]
+        """One self-contained line per finding, each starting with the split's name."""
+        p = f"{self.split}:"
+        out = [f"{p} {self.num_images} images, {self.num_boxes} boxes ({self.ann_file})"]
         if self.unreadable:
-            out.append(f"  {len(self.unreadable)} unreadable images skipped: "
+            out.append(f"{p} {len(self.unreadable)} unreadable images skipped: "
                        + ", ".join(f"{n} ({r})" for n, r in sorted(self.unreadable.items())[:5])
                        + (" …" if len(self.unreadable) > 5 else ""))
         for what, count in self.skipped.items():
-            out.append(f"  {count} {what}")
+            out.append(f"{p} {count} {what}")
         if self.truncated_images:
-            out.append(f"  {self.truncated_images} images with more than data.max_labels={self.max_labels} boxes "
+            out.append(f"{p} {self.truncated_images} images with more than data.max_labels={self.max_labels} boxes "
                        f"(each sample keeps the first {self.max_labels})")
         if self.background_images:
-            out.append(f"  {self.background_images} images without boxes (kept as background)")
+            out.append(f"{p} {self.background_images} images without boxes (kept as background)")
         return out
 
     def metrics(self) -> dict[str, float]:
@@ -432,9 +434,9 @@ def check_dataset(data_cfg: Any, *, progress: TextIO | None = None) -> list[Spli
                         progress=progress)]
 
 
-def print_reports(reports: Iterable[SplitReport], out: TextIO | None = None) -> None:
+def print_reports(reports: Iterable[SplitReport], out: TextIO | None = None, prefix: str = "") -> None:
     out = out or sys.stdout
     for report in reports:
         for line in report.lines():
-            print(f"data {line}", file=out)
+            print(f"{prefix}data {line}", file=out)
     out.flush()
