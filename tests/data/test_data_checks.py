@@ -178,3 +178,12 @@ def test_progress_line_for_slow_checks(dataset, monkeypatch):
     check_split(train_json(dataset), dataset / "train2017", progress=out)
     lines = out.getvalue().splitlines()
     assert lines and lines[-1].startswith(f"checking images of {dataset / 'train2017'}: 40/40")
+
+
+def test_probe_finds_the_frame_header_after_a_large_metadata_segment(tmp_path):
+    ok, jpg = cv2.imencode(".jpg", np.zeros((21, 34, 3), np.uint8))
+    data = jpg.tobytes()
+    app = b"\xff\xe2" + (65535).to_bytes(2, "big") + b"\0" * 65533  # a 64 KiB APP2 (ICC-like) segment
+    (tmp_path / "big.jpg").write_bytes(data[:2] + app + app + data[2:])
+    assert probe_image(tmp_path / "big.jpg") == ("ok", 21, 34)
+    assert cv2.imread(str(tmp_path / "big.jpg")).shape == (21, 34, 3)  # a valid JPEG indeed

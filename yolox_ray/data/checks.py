@@ -13,8 +13,8 @@ the workers would only warn about.
   (missing, empty, no decodable header, truncated, size disagreeing with the JSON) are dropped
   from the index together with their annotations.  Counted only: boxes clipped to their image,
   background images, images with more boxes than `data.max_labels` (truncated per sample).
-- The per-image check reads the first 64 KiB and the last 1 KiB of each file (JPEG: SOI, SOF
-  dimensions, EOI at the end; PNG: signature, IHDR dimensions, IEND at the end; other formats:
+- The per-image check reads a few bytes of each file (JPEG: SOI, the segment headers up to the SOF
+  dimensions, EOI in the last 1 KiB; PNG: signature, IHDR dimensions, IEND at the end; other formats:
   a full `cv2.imread`).  Results are cached per image folder in a small JSON keyed on each
   file's (size, mtime), so a rerun only stats the folder.
 """
@@ -39,7 +39,7 @@ from yolox_ray.config import ConfigError
 # Above this fraction of unreadable images in a split, a run refuses to start.
 MAX_UNREADABLE_FRACTION = 0.05
 CHECK_CACHE_VERSION = 1
-_HEAD_BYTES = 64 * 1024
+_HEAD_BYTES = 64
 _TAIL_BYTES = 1024
 
 
@@ -168,28 +168,33 @@ def clean_annotations(ann_file: Path, annotations: list, image_info: dict, cat_i
 # The cheap per-image check
 
 
-def _jpeg_size(head: bytes) -> tuple[int, int] | None:
-    """(h, w) from the first SOFn marker of a JPEG header, or None."""
-    i = 2
-    while i + 4 <= len(head):
-        if head[i] != 0xFF:
+def _jpeg_size(f) -> tuple[int, int] | None:
+    """(h, w) from the first SOFn marker of a JPEG, seeking over the segments before it, or None."""
+    f.seek(2)
+    for _ in range(10_000):
+        if f.read(1) != b"\xff":
             return None
-        marker = head[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
+        m = f.read(1)
+        while m == b"\xff":  # fill bytes
+            m = f.read(1)
+        if not m:
+            return None
+        marker = m[0]
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # no length
             continue
-        if marker in (0x01,) or 0xD0 <= marker <= 0xD7:  # no length
-            i += 2
-            continue
-        (length,) = struct.unpack(">H", head[i + 2:i + 4])
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            if i + 9 > len(head):
-                return None
-            h, w = struct.unpack(">HH", head[i + 5:i + 9])
-            return int(h), int(w)
         if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
             return None
-        i += 2 + length
+        seg = f.read(2)
+        if len(seg) != 2:
+            return None
+        (length,) = struct.unpack(">H", seg)
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            body = f.read(5)
+            if len(body) != 5:
+                return None
+            h, w = struct.unpack(">HH", body[1:5])
+            return int(h), int(w)
+        f.seek(length - 2, os.SEEK_CUR)
     return None
 
 
@@ -205,12 +210,12 @@ def probe_image(path: str | Path, size: int | None = None) -> tuple[str, int, in
             head = f.read(_HEAD_BYTES)
             f.seek(max(0, size - _TAIL_BYTES))
             tail = f.read(_TAIL_BYTES)
+            hw = _jpeg_size(f) if head[:2] == b"\xff\xd8" else None
     except FileNotFoundError:
         return "missing", 0, 0
     except OSError as exc:
         return f"cannot be read ({exc.strerror or exc})", 0, 0
     if head[:2] == b"\xff\xd8":
-        hw = _jpeg_size(head)
         if hw is None:
             return "JPEG without a readable frame header", 0, 0
         if b"\xff\xd9" not in tail:
