@@ -142,6 +142,22 @@ def test_study_prints_skips_before_ray(no_ray, dataset, tmp_path, capsys, monkey
     assert "[datacheck] data train: 1 boxes with non-finite (NaN/inf) coordinates" in capsys.readouterr().out
 
 
+def test_study_with_one_bad_row_warns_and_goes_on(no_ray, dataset, tmp_path, capsys, monkeypatch):
+    from yolox_ray.cluster import tune
+    from yolox_ray.cluster.tune import StudyRow, StudySpec, run_study
+
+    monkeypatch.setattr(tune, "init_ray", lambda *a, **k: (_ for _ in ()).throw(RayStarted()))
+    overrides = {"model.num_classes": 2, "train.epochs": 4, "train.warmup_epochs": 1, "train.no_aug_epochs": 1}
+    spec = StudySpec(name="onebad", searcher="grid", preset="yolox_nano", overrides=overrides, seeds=(0,),
+                     rows=(StudyRow("broken", overrides={"data.root": str(tmp_path / "no_such_coco")}),
+                           StudyRow("good", overrides={"data.root": str(dataset)})))
+    with pytest.raises(RayStarted):
+        run_study(spec, storage_root=tmp_path / "studies")
+    out = capsys.readouterr().out
+    assert "[onebad] data train: 40 images, 40 boxes" in out
+    assert "[onebad] warning: row broken: dataset error: data.root " in out and "(its trials will fail)" in out
+
+
 # ------------------------------------------------------------------------------------------------
 # On a real Ray cluster
 

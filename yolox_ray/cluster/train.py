@@ -102,19 +102,33 @@ def check_data(cfg: ExperimentConfig, out=None) -> list:
     return check_dataset(cfg.data, progress=out or sys.stderr)
 
 
-def check_study_data(configs: Iterable[ExperimentConfig], out=None, prefix: str = "") -> None:
-    """`check_data` once per distinct dataset among `configs` (a study's base configs), printing
-    what will be skipped; raises DatasetError before any cluster starts."""
+def check_study_data(configs: Iterable[tuple[str | None, ExperimentConfig]], out=None, prefix: str = "") -> None:
+    """`check_data` once per distinct dataset among a study's `(row name, base config)`s, printing
+    what will be skipped, before any cluster starts. When no row has usable data this raises the
+    (first) DatasetError/ConfigError; a row whose data alone is unusable gets one warning line and its
+    trials fail at once (not retried) while the other rows run."""
     from yolox_ray.data.checks import print_reports
 
-    seen = set()
-    for cfg in configs:
+    out = out or sys.stdout
+    results: dict[tuple, ConfigError | None] = {}
+    errors: list[tuple[str | None, ConfigError]] = []
+    for row, cfg in configs:
         d = cfg.data
         key = (d.root, d.train_ann, d.train_images, d.val_ann, d.val_images, d.max_labels, d.cache_dir,
                d.synthetic_train, d.synthetic_val, d.synthetic_size, d.synthetic_seed, d.synthetic_style)
-        if key not in seen:
-            seen.add(key)
-            print_reports(check_data(cfg), out, prefix=prefix)
+        if key not in results:
+            try:
+                print_reports(check_data(cfg), out, prefix=prefix)
+                results[key] = None
+            except ConfigError as exc:
+                results[key] = exc
+        if results[key] is not None:
+            errors.append((row, results[key]))
+    if results and all(v is not None for v in results.values()):  # nothing in the study could run
+        raise errors[0][1]
+    for row, exc in errors:
+        print(f"{prefix}warning: row {row}: {getattr(exc, 'kind', 'invalid configuration')}: {exc} "
+              "(its trials will fail)", file=out, flush=True)
 
 
 def default_run_name(cfg: ExperimentConfig, workers: int) -> str:
