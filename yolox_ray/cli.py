@@ -122,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "ui":
             from yolox_ray.cluster.tracking import run_ui_cli
             return run_ui_cli(args)
-    except ConfigError as exc:
-        print(f"yolox-ray: invalid configuration: {exc}", file=sys.stderr)
+    except ConfigError as exc:  # DatasetError is one too (kind "dataset error")
+        print(f"yolox-ray: {getattr(exc, 'kind', 'invalid configuration')}: {exc}", file=sys.stderr)
         return 2
     return 1
 

@@ -59,30 +59,44 @@ def test_missing_annotation_file_and_missing_keys(tmp_path):
 def test_missing_image_detected_when_building(tmp_path):
     ann_file, image_dir = write_coco(tmp_path, _images(3), [ann(1, 1, 7, [1, 1, 5, 5])], CATS)
     (image_dir / "im2.png").unlink()
-    with pytest.raises(DatasetError, match=r"1 image\(s\).*im2\.png"):
+    with pytest.raises(DatasetError, match=r"1 of 3 images .* are unreadable \(more than 5%; e\.g\. .*im2\.png: missing"):
         COCODataset(ann_file, image_dir)
 
 
 def test_empty_image_file_detected_when_building(tmp_path):
     ann_file, image_dir = write_coco(tmp_path, _images(2), [ann(1, 1, 7, [1, 1, 5, 5])], CATS)
     (image_dir / "im2.png").write_bytes(b"")
-    with pytest.raises(DatasetError, match=r"1 image\(s\).*are empty files: .*im2\.png"):
+    with pytest.raises(DatasetError, match=r"1 of 2 images .* unreadable .*im2\.png: empty file"):
         COCODataset(ann_file, image_dir)
 
 
 def test_unreadable_image_raises_naming_file(tmp_path):
     ann_file, image_dir = write_coco(tmp_path, _images(1), [ann(1, 1, 7, [1, 1, 5, 5])], CATS)
     (image_dir / "im1.png").write_bytes(b"not a png at all")
+    with pytest.raises(DatasetError, match=r"1 of 1 images .* unreadable .*im1\.png: not a decodable image"):
+        COCODataset(ann_file, image_dir)
+
+
+def test_decode_failure_while_training_is_replaced_by_the_next_image(tmp_path):
+    pixels = {f"im{i}.png": np.full((60, 80, 3), 10 * i, np.uint8) for i in (1, 2, 3)}
+    anns = [ann(1, 1, 7, [1, 1, 5, 5]), ann(2, 2, 3, [2, 2, 6, 6]), ann(3, 3, 11, [3, 3, 7, 7])]
+    ann_file, image_dir = write_coco(tmp_path, _images(3), anns, CATS, pixels=pixels)
     ds = COCODataset(ann_file, image_dir)
-    with pytest.raises(DatasetError, match=r"im1\.png cannot be read or decoded"):
-        ds.load(0)
+    (image_dir / "im2.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)  # broken after the check
+    with pytest.warns(DataWarning, match=r"im2\.png cannot be read or decoded: replaced"):
+        img, boxes, classes = ds.load(1)
+    assert int(img[0, 0, 0]) == 30  # image 3, with image 3's box and class
+    np.testing.assert_allclose(boxes, [[3, 3, 10, 10]])
+    assert classes.tolist() == [2]
+    img, boxes, _ = ds.load(1)  # the same replacement again (no second warning needed)
+    assert int(img[0, 0, 0]) == 30 and ds.read_failures == {1: "cannot be read or decoded"}
 
 
 def test_image_size_disagreeing_with_json(tmp_path):
     ann_file, image_dir = write_coco(tmp_path, _images(1), [ann(1, 1, 7, [1, 1, 5, 5])], CATS,
                                      pixels={"im1.png": np.zeros((10, 10, 3), np.uint8)})
-    with pytest.raises(DatasetError, match=r"im1\.png is 10x10"):
-        COCODataset(ann_file, image_dir).load(0)
+    with pytest.raises(DatasetError, match=r"im1\.png: image is 10x10 \(h x w\) but the annotation file says 60x80"):
+        COCODataset(ann_file, image_dir)
 
 
 def test_skipped_annotations_are_counted(tmp_path):

@@ -32,6 +32,9 @@ Metric names written by `MLflowTrialLogger`:
 
 Artifacts: ``config.yaml`` (resolved config), ``checkpoints/best_ckpt.pth``,
 ``per_class_ap/epoch_NNN.csv`` (when the epoch metrics carry ``per_class_ap``), ``curves.png``.
+The driver's dataset checks (`log_data_checks`, from `make_trainer`): metrics ``data/<split>/...``
+(unreadable images, skipped annotations, ...) and ``data_checks/summary.json`` +
+``data_checks/<split>_unreadable.tsv``.
 """
 
 from __future__ import annotations
@@ -434,6 +437,29 @@ def start_training_run(tracking_uri: str, cfg: Any, run_name: str, *,
 
 def end_training_run(tracking: Mapping[str, str], status: str = "FINISHED") -> None:
     finish_run(tracking["tracking_uri"], tracking["run_id"], status)
+
+
+def log_data_checks(tracking_uri: str, run_id: str, reports: Any) -> None:
+    """What the driver's dataset checks skipped (`yolox_ray.data.checks.SplitReport`s): metrics
+    ``data/<split>/{images,boxes,unreadable_images,skipped_annotations,clipped_boxes,
+    background_images,truncated_images}`` (step 0), artifacts ``data_checks/summary.json`` and,
+    when images were skipped, ``data_checks/<split>_unreadable.tsv`` (file name, reason).
+    Failures warn; they never stop a run."""
+    from mlflow.entities import Metric
+
+    try:
+        client = client_for(tracking_uri)
+        now = int(time.time() * 1000)
+        metrics = [Metric(key=k, value=v, timestamp=now, step=0) for r in reports for k, v in r.metrics().items()]
+        client.log_batch(run_id, metrics=metrics)
+        summary = {r.split: {**r.to_dict(), "summary": r.lines()} for r in reports}
+        client.log_text(run_id, json.dumps(summary, indent=2, sort_keys=True), "data_checks/summary.json")
+        for r in reports:
+            if r.unreadable:
+                text = "file_name\treason\n" + "".join(f"{n}\t{why}\n" for n, why in r.unreadable.items())
+                client.log_text(run_id, text, f"data_checks/{r.split}_unreadable.tsv")
+    except Exception as exc:  # noqa: BLE001 - tracking must never kill a training run
+        warnings.warn(f"MLflow logging (data checks) failed for run {run_id}: {exc!r}", stacklevel=2)
 
 
 def child_runs(tracking_uri: str, experiment_id: str, parent_run_id: str) -> list[Any]:

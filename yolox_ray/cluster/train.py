@@ -58,6 +58,44 @@ QUICK_CPU_OVERRIDES: dict[str, Any] = {
 from yolox_ray.study import validate_run  # noqa: E402,F401  (re-exported)
 
 
+def check_data(cfg: ExperimentConfig, out=None) -> list:
+    """The dataset rules of `yolox_ray.data.checks` on both splits, before any cluster work:
+    DatasetError (a ConfigError) for a fatal problem, else one `SplitReport` per split saying
+    what the workers will skip. Progress goes to `out` (stderr by default) while it takes a while."""
+    from yolox_ray.data.checks import check_dataset
+
+    return check_dataset(cfg.data, progress=out or sys.stderr)
+
+
+def check_study_data(configs: Iterable[tuple[str | None, ExperimentConfig]], out=None, prefix: str = "") -> None:
+    """`check_data` once per distinct dataset among a study's `(row name, base config)`s, printing
+    what will be skipped, before any cluster starts. When no row has usable data this raises the
+    (first) DatasetError/ConfigError; a row whose data alone is unusable gets one warning line and its
+    trials fail at once (not retried) while the other rows run."""
+    from yolox_ray.data.checks import print_reports
+
+    out = out or sys.stdout
+    results: dict[tuple, ConfigError | None] = {}
+    errors: list[tuple[str | None, ConfigError]] = []
+    for row, cfg in configs:
+        d = cfg.data
+        key = (d.root, d.train_ann, d.train_images, d.val_ann, d.val_images, d.max_labels, d.cache_dir,
+               d.synthetic_train, d.synthetic_val, d.synthetic_size, d.synthetic_seed, d.synthetic_style)
+        if key not in results:
+            try:
+                print_reports(check_data(cfg), out, prefix=prefix)
+                results[key] = None
+            except ConfigError as exc:
+                results[key] = exc
+        if results[key] is not None:
+            errors.append((row, results[key]))
+    if results and all(v is not None for v in results.values()):  # nothing in the study could run
+        raise errors[0][1]
+    for row, exc in errors:
+        print(f"{prefix}warning: row {row}: {getattr(exc, 'kind', 'invalid configuration')}: {exc} "
+              "(its trials will fail)", file=out, flush=True)
+
+
 def default_run_name(cfg: ExperimentConfig, workers: int) -> str:
     """`<name>-<hash of the config and world size>`: the same command resumes the same run."""
     blob = json.dumps({"config": to_flat_dict(cfg), "workers": workers}, sort_keys=True, default=str)
@@ -71,6 +109,86 @@ def _abs_storage(storage: str | os.PathLike | None) -> str:
     if "://" in text:  # s3://, gs://, ...: Ray handles it
         return text
     return str(Path(text).expanduser().resolve())
+
+
+# ------------------------------------------------------------------------------------------------
+# Deterministic errors: the same config and data fail the same way again, so they are never retried
+
+
+class DeterministicError(RuntimeError):
+    """Raised by a worker for a ConfigError (DatasetError included) or a NonFiniteLossError."""
+
+    MARK = "[deterministic]"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message if message.startswith(self.MARK) else f"{self.MARK} {message}")
+
+    @property
+    def reason(self) -> str:
+        return " ".join(str(self)[len(self.MARK):].split())
+
+
+class DeterministicTrainingError(RuntimeError):
+    """The run failed with a deterministic error (not retried); the message is one line."""
+
+
+def deterministic_errors() -> tuple[type[BaseException], ...]:
+    from yolox_ray.engine import NonFiniteLossError
+
+    return (ConfigError, NonFiniteLossError)
+
+
+def deterministic_reason(error: BaseException | None) -> str | None:
+    """The one-line reason when `error` (a Ray Train failure, or a worker's exception) is deterministic."""
+    if error is None:
+        return None
+    failures = getattr(error, "worker_failures", None)
+    candidates = list(failures.values()) if isinstance(failures, dict) else [error]
+    for err in candidates:
+        base = getattr(err, "_base_exc", err)  # Ray wraps a worker's exception with its traceback text
+        if isinstance(base, DeterministicError):
+            return base.reason
+        text = str(base)
+        if DeterministicError.MARK in text:  # the class did not survive unpickling
+            line = text[text.rindex(DeterministicError.MARK) + len(DeterministicError.MARK):].splitlines()[0]
+            return " ".join(line.split())
+    return None
+
+
+class RetryingTrainer:
+    """A TorchTrainer whose `fit()` retries crashes but not deterministic errors.
+
+    Ray Train's FailureConfig retries every worker error alike, so Ray's own retries are off
+    (`max_failures=0`) and `fit()` retries here: after a crash (a killed worker, a lost node) a
+    fresh TorchTrainer with the same run name resumes from the latest checkpoint, up to
+    `max_failures` times (-1: forever); a DeterministicError raises DeterministicTrainingError at once.
+    `attempts`: how many times the run was started by the last `fit()`.
+    """
+
+    def __init__(self, factory, max_failures: int, on_retry=None) -> None:
+        self._factory = factory
+        self.max_failures = max_failures
+        self.on_retry = on_retry
+        self.trainer = factory()
+        self.attempts = 0
+
+    def fit(self):
+        from ray.train import TrainingFailedError
+
+        self.attempts = 0
+        while True:
+            self.attempts += 1
+            trainer, self.trainer = self.trainer, None
+            try:
+                return (trainer or self._factory()).fit()
+            except TrainingFailedError as exc:
+                reason = deterministic_reason(exc)
+                if reason is not None:
+                    raise DeterministicTrainingError(f"{reason} (a deterministic error: not retried)") from None
+                if self.max_failures != -1 and self.attempts > self.max_failures:
+                    raise
+                if self.on_retry is not None:
+                    self.on_retry(self.attempts, exc)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -123,10 +241,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
 
         callbacks.append(MLflowTrialLogger(**tracking))
     callbacks.append(_RayReporter())
-    trainer = Trainer(cfg, callbacks=callbacks, rank=rank, world_size=world, device=device, resume=resume)
-    if tracking and tracking.get("run_id"):
-        trainer.tracking_run_id = tracking["run_id"]
-    return trainer.fit()
+    try:
+        trainer = Trainer(cfg, callbacks=callbacks, rank=rank, world_size=world, device=device, resume=resume)
+        if tracking and tracking.get("run_id"):
+            trainer.tracking_run_id = tracking["run_id"]
+        return trainer.fit()
+    except deterministic_errors() as exc:  # the same inputs give the same error: the driver must not retry
+        raise DeterministicError(f"{type(exc).__name__}: {exc}") from exc
 
 
 # ------------------------------------------------------------------------------------------------
@@ -147,16 +268,27 @@ def make_trainer(
     callbacks: Iterable[Any] = (),
     tracking: Mapping[str, str] | None = None,
     worker_callbacks: Iterable[Any] = (),
-):
-    """A `TorchTrainer` for `cfg` (works inside a Tune function trainable too).
+    data_reports: list | None = None,
+    on_retry=None,
+) -> RetryingTrainer:
+    """A `RetryingTrainer` around a `TorchTrainer` for `cfg` (works inside a Tune function trainable too).
 
     callbacks: `ray.train.UserCallback`s (driver/controller side, e.g. TuneReportCallback).
     tracking: `{"tracking_uri": ..., "run_id": ...}`: rank 0 logs to that MLflow run.
     worker_callbacks: picklable engine callbacks run on every worker (e.g. fault injection in tests).
     Checkpoints: the latest is always kept, plus the `num_to_keep` best by AP.
+    The dataset is checked first (`data_reports`: the result of `check_data` when already done);
+    with `tracking`, what the checks skipped is logged to that MLflow run. Crashes are retried
+    `max_failures` times, deterministic errors never (see `RetryingTrainer`).
     """
     validate_run(cfg, workers=num_workers, cpus_per_worker=cpus_per_worker,
                  gpus_per_worker=gpus_per_worker, max_failures=max_failures, num_to_keep=num_to_keep)
+    if data_reports is None:
+        data_reports = check_data(cfg)
+    if tracking:
+        from yolox_ray.cluster.tracking import log_data_checks
+
+        log_data_checks(tracking["tracking_uri"], tracking["run_id"], data_reports)
     from yolox_ray.cluster.ray_setup import set_ray_env_defaults
 
     set_ray_env_defaults()
@@ -172,7 +304,7 @@ def make_trainer(
         "worker_callbacks": list(worker_callbacks),
         "threads": max(1, int(cpus_per_worker)),
     }
-    return TorchTrainer(
+    return RetryingTrainer(lambda: TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
@@ -183,11 +315,11 @@ def make_trainer(
             storage_path=_abs_storage(storage_path),
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=num_to_keep, checkpoint_score_attribute="AP", checkpoint_score_order="max"),
-            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            failure_config=ray.train.FailureConfig(max_failures=0),  # RetryingTrainer retries crashes
             callbacks=list(callbacks),
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
         ),
-    )
+    ), max_failures, on_retry)
 
 
 def _progress_callback(queue):
@@ -200,6 +332,8 @@ def _progress_callback(queue):
 
         def after_exception(self, run_context, worker_exceptions):
             first = next(iter(worker_exceptions.items()), (None, None))
+            if deterministic_reason(first[1]) is not None:
+                return  # the driver prints it once, in one line
             queue.put({"kind": "error", "rank": first[0], "error": str(first[1]).splitlines()[-1:]})
 
     return ProgressCallback()
@@ -245,16 +379,20 @@ def run_training(
     """
     validate_run(cfg, workers=workers, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
                  max_failures=max_failures)
+    out = out or sys.stdout
+    from yolox_ray.data.checks import print_reports
+
+    data_reports = check_data(cfg)  # before Ray starts: bad data is one line and exit code 2
+    print_reports(data_reports, out)
     storage_path = _abs_storage(storage)
     run_name = name or default_run_name(cfg, workers)
-    out = out or sys.stdout
 
     from yolox_ray.cluster.ray_setup import init_ray
 
     init_ray(address, num_cpus=num_cpus, temp_dir=temp_dir)
     if not track:
         return _run_tracked(cfg, None, run_name, storage_path, workers, gpus_per_worker, cpus_per_worker,
-                            max_failures, out)
+                            max_failures, out, data_reports)
     from yolox_ray.cluster.tracking import end_training_run, start_training_run, tracking_session
 
     with tracking_session(tracking_uri) as uri:
@@ -263,7 +401,7 @@ def run_training(
         status = "FAILED"
         try:
             summary = _run_tracked(cfg, tracking, run_name, storage_path, workers, gpus_per_worker,
-                                   cpus_per_worker, max_failures, out)
+                                   cpus_per_worker, max_failures, out, data_reports)
             status = "FINISHED"
         finally:
             end_training_run(tracking, status)
@@ -271,14 +409,20 @@ def run_training(
 
 
 def _run_tracked(cfg, tracking, run_name, storage_path, workers, gpus_per_worker, cpus_per_worker,
-                 max_failures, out) -> dict[str, Any]:
+                 max_failures, out, data_reports=None) -> dict[str, Any]:
     from ray.util.queue import Empty, Queue
+
+    def on_retry(attempt: int, exc: BaseException) -> None:
+        left = "unlimited" if max_failures == -1 else max_failures - attempt + 1
+        print(f"run {run_name}: attempt {attempt} crashed; resuming from the last checkpoint "
+              f"({left} retries left)", file=out, flush=True)
 
     queue = Queue(actor_options={"num_cpus": 0})
     trainer = make_trainer(cfg, run_name=run_name, storage_path=storage_path, num_workers=workers,
                            use_gpu=gpus_per_worker > 0, cpus_per_worker=cpus_per_worker,
                            gpus_per_worker=gpus_per_worker, max_failures=max_failures,
-                           callbacks=[_progress_callback(queue)], tracking=tracking)
+                           callbacks=[_progress_callback(queue)], tracking=tracking, data_reports=data_reports,
+                           on_retry=on_retry)
     print(f"run {run_name}: {cfg.name}, {workers} worker(s), {cfg.train.epochs} epochs, "
           f"storage {storage_path}/{run_name}", file=out, flush=True)
 
@@ -297,8 +441,7 @@ def _run_tracked(cfg, tracking, run_name, storage_path, workers, gpus_per_worker
                 print(format_epoch_line(item["metrics"], cfg.train.epochs, epoch_start), file=out, flush=True)
                 epoch_start = time.perf_counter()
             else:
-                print(f"worker {item['rank']} failed: {' '.join(item['error'])} (recovering from the last "
-                      f"checkpoint if retries are left)", file=out, flush=True)
+                print(f"worker {item['rank']} failed: {' '.join(item['error'])}", file=out, flush=True)
 
     start = time.perf_counter()
     thread = threading.Thread(target=show, daemon=True)
@@ -370,7 +513,11 @@ def run_train_cli(args) -> int:
     cfg = build_train_config(args.model, args.data, args.epochs, args.config, args.overrides, quick=gpus == 0)
     validate_run(cfg, workers=args.workers, cpus_per_worker=args.cpus_per_worker, gpus_per_worker=gpus,
                  max_failures=args.max_failures)
-    summary = run_training(cfg, address=args.address, workers=args.workers, gpus_per_worker=gpus,
-                           cpus_per_worker=args.cpus_per_worker, storage=args.storage, name=args.name,
-                           max_failures=args.max_failures, tracking_uri=args.tracking_uri)
+    try:
+        summary = run_training(cfg, address=args.address, workers=args.workers, gpus_per_worker=gpus,
+                               cpus_per_worker=args.cpus_per_worker, storage=args.storage, name=args.name,
+                               max_failures=args.max_failures, tracking_uri=args.tracking_uri)
+    except DeterministicTrainingError as exc:
+        print(f"yolox-ray: training failed: {exc}", file=sys.stderr, flush=True)
+        return 1
     return 0 if summary["checkpoint"] else 1

@@ -314,6 +314,12 @@ def run_study(spec: StudySpec, *, address: str | None = None, storage_root: str 
     elif resume:
         raise StudyError(f"nothing to resume in {study_dir} (no Tune experiment at {exp_path})")
 
+    from yolox_ray.cluster.train import check_study_data
+
+    # Bad data fails here, in one line, before any cluster starts (a row with bad data only: a warning and
+    # its trials fail at once); each trial logs its checks to MLflow.
+    rows = spec.rows or (None,)
+    check_study_data(((r and r.name, spec.base_config(r)) for r in rows), prefix=f"[{spec.name}] ")
     started_ray = not ray.is_initialized()
     if started_ray:
         init_ray(address, num_cpus=num_cpus, trial_slots=spec.max_concurrent, temp_dir=ray_temp_dir)

@@ -1,9 +1,11 @@
 """COCO-format detection dataset (any annotation JSON + image folder), validated up front.
 
-Bad input is found when the dataset is built, not hours into training: the JSON is parsed with a
-clear error, annotations on unknown images/categories and degenerate boxes are skipped with one
-warning that counts them, images missing from the folder raise an error naming them, and an
-empty dataset is refused.  Boxes are cleaned as the official code does (§7); crowd boxes are
+Bad input is found when the dataset is built, not hours into training, by the rules of
+`data/checks.py` (which the driver applies too, before any cluster starts): the JSON is parsed with
+a clear error, annotations on unknown images/categories and degenerate boxes are skipped with one
+warning that counts them, unreadable images (missing, empty, truncated) leave the index (refused
+above `MAX_UNREADABLE_FRACTION`), and an empty or background-only dataset is refused.  An image
+that still fails to decode while training is replaced by the next readable index.  Boxes are cleaned as the official code does (§7); crowd boxes are
 dropped for training but stay in the evaluation ground truth (COCOeval ignores them).
 """
 
@@ -11,42 +13,24 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
-import os
 import warnings
-from collections import Counter
 from pathlib import Path
 
 import cv2
 import numpy as np
 from pycocotools.coco import COCO
 
+from yolox_ray.data.checks import (
+    DataWarning,
+    DatasetError,
+    background_only_message,
+    check_images,
+    load_annotations,
+    parse_split,
+    refuse_too_many_unreadable,
+)
 
-class DatasetError(ValueError):
-    """A dataset that cannot be used; the message names the file and the problem."""
-
-
-class DataWarning(UserWarning):
-    """Something in a dataset was skipped or is unusual; the message says what and how many."""
-
-
-def _load_json(path: Path) -> dict:
-    if not path.is_file():
-        raise DatasetError(f"annotation file {path} does not exist")
-    try:
-        with open(path, "rb") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"annotation file {path} is not valid JSON: {exc}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"annotation file {path} cannot be read: {exc}") from None
-    if not isinstance(data, dict):
-        raise DatasetError(f"annotation file {path}: expected a JSON object with 'images', 'annotations', "
-                           f"'categories', got {type(data).__name__}")
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data.get(key), list):
-            raise DatasetError(f"annotation file {path}: missing or non-list '{key}'")
-    return data
+__all__ = ["COCODataset", "DataWarning", "DatasetError"]
 
 
 class COCODataset:
@@ -57,35 +41,36 @@ class COCODataset:
     `class_ids[index]` maps back.  `coco` is the pycocotools ground truth used by evaluation.
     """
 
-    def __init__(self, ann_file: str | Path, image_dir: str | Path, cache_images: bool = False) -> None:
+    def __init__(self, ann_file: str | Path, image_dir: str | Path, cache_images: bool = False,
+                 check_cache: str | Path | None = None) -> None:
         self.ann_file = Path(ann_file)
         self.image_dir = Path(image_dir)
-        data = _load_json(self.ann_file)
+        data = load_annotations(self.ann_file)
         if not self.image_dir.is_dir():
             raise DatasetError(f"image folder {self.image_dir} does not exist (annotations: {self.ann_file})")
-        images, categories = data["images"], data["categories"]
-        if not images:
-            raise DatasetError(f"annotation file {self.ann_file} lists no images: the dataset is empty")
-        if not categories:
-            raise DatasetError(f"annotation file {self.ann_file} lists no categories")
-        try:
-            cat_ids = sorted(int(c["id"]) for c in categories)
-            names = {int(c["id"]): str(c.get("name", c["id"])) for c in categories}
-            image_info = {int(im["id"]): im for im in images}
-            for im in images:
-                im["width"], im["height"], im["file_name"] = int(im["width"]), int(im["height"]), str(im["file_name"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DatasetError(f"annotation file {self.ann_file}: malformed image or category entry ({exc!r})") from None
-        if len(cat_ids) != len(set(cat_ids)):
-            raise DatasetError(f"annotation file {self.ann_file}: duplicate category ids")
-        if len(image_info) != len(images):
-            raise DatasetError(f"annotation file {self.ann_file}: duplicate image ids")
-        self.class_ids: tuple[int, ...] = tuple(cat_ids)
-        self.class_names: tuple[str, ...] = tuple(names[c] for c in cat_ids)
-        self.num_classes = len(cat_ids)
-        cat_index = {c: i for i, c in enumerate(cat_ids)}
+        # The rules live in data/checks.py; the driver applies the same ones before the cluster starts.
+        parsed = parse_split(self.ann_file, data)
+        image_info, skipped = parsed.image_info, parsed.skipped
+        self.class_ids: tuple[int, ...] = parsed.class_ids
+        self.class_names: tuple[str, ...] = parsed.class_names
+        self.num_classes = len(self.class_ids)
+        cat_index = {c: i for i, c in enumerate(self.class_ids)}
 
-        kept, skipped = self._clean(data["annotations"], image_info, cat_index)
+        # Unreadable images (missing, empty, truncated, no header, wrong size) leave the index with
+        # their annotations, also from the evaluation ground truth; too many refuse the dataset.
+        ids = sorted(image_info)
+        names = [image_info[i]["file_name"] for i in ids]
+        unreadable = check_images(self.image_dir, names, [(image_info[i]["height"], image_info[i]["width"]) for i in ids],
+                                  cache_file=None if check_cache is None else Path(check_cache))
+        refuse_too_many_unreadable(self.ann_file, self.image_dir, unreadable, len(ids))
+        self.unreadable: dict[str, str] = dict(sorted(unreadable.items()))
+        kept = parsed.kept
+        if unreadable:
+            dropped = {i for i, n in zip(ids, names) if n in unreadable}
+            image_info = {i: im for i, im in image_info.items() if i not in dropped}
+            data["images"] = [im for im in data["images"] if int(im["id"]) not in dropped]
+            kept = [a for a in kept if int(a["image_id"]) not in dropped]
+            skipped["unreadable images skipped"] = len(dropped)
         data["annotations"] = kept
         self.coco = COCO()
         self.coco.dataset = data
@@ -94,65 +79,24 @@ class COCODataset:
 
         self.image_ids: list[int] = sorted(image_info)
         self._files = [self.image_dir / image_info[i]["file_name"] for i in self.image_ids]
-        self._hw = np.array([(image_info[i]["height"], image_info[i]["width"]) for i in self.image_ids], np.int64)
-        if (self._hw <= 0).any():
-            bad = self.image_ids[int(np.nonzero((self._hw <= 0).any(axis=1))[0][0])]
-            raise DatasetError(f"annotation file {self.ann_file}: image id {bad} has a non-positive width/height")
+        self._hw = np.array([(image_info[i]["height"], image_info[i]["width"]) for i in self.image_ids],
+                            np.int64).reshape(-1, 2)
         self._boxes, self._classes = self._per_image_targets(kept, cat_index)
-        self._check_files()
         num_boxes = sum(len(b) for b in self._boxes)
         if num_boxes == 0:
-            raise DatasetError(f"annotation file {self.ann_file}: no usable (non-crowd, non-empty) boxes; "
-                               "the dataset is empty")
+            raise DatasetError(background_only_message(self.ann_file))
         background = sum(1 for b in self._boxes if len(b) == 0)
         if background:
             skipped["images with no annotations, kept as background images"] = background
         if skipped:
             details = ", ".join(f"{count} {what}" for what, count in skipped.items())
             warnings.warn(f"{self.ann_file}: {details}", DataWarning, stacklevel=2)
-        self._cache: list[np.ndarray] | None = None
+        self.read_failures: dict[int, str] = {}  # index -> reason, for images that failed to decode here
+        self._cache: list[tuple[int, np.ndarray]] | None = None
         if cache_images:
-            self._cache = [self._read(i) for i in range(len(self))]
+            self._cache = [self._readable(i) for i in range(len(self))]  # (source index, image)
 
     # -----------------------------------------------------------------------------------------
-
-    def _clean(self, annotations: list, image_info: dict, cat_index: dict) -> tuple[list, Counter]:
-        """Drop annotations on unknown images/categories and degenerate boxes (counted); clean boxes."""
-        skipped: Counter = Counter()
-        kept = []
-        for ann in annotations:
-            try:
-                image_id, cat_id = int(ann["image_id"]), int(ann["category_id"])
-                x, y, w, h = (float(v) for v in ann["bbox"])
-            except (KeyError, TypeError, ValueError):
-                raise DatasetError(f"annotation file {self.ann_file}: malformed annotation "
-                                   f"{ann.get('id', '?') if isinstance(ann, dict) else ann!r} (needs image_id, "
-                                   "category_id and bbox [x, y, w, h])") from None
-            im = image_info.get(image_id)
-            if im is None:
-                skipped["annotations on unknown image ids"] += 1
-                continue
-            if cat_id not in cat_index:
-                skipped["annotations with unknown category ids"] += 1
-                continue
-            # §7 cleaning: clip to the image; keep only boxes with a positive clipped extent.
-            x1, y1 = max(0.0, x), max(0.0, y)
-            x2, y2 = min(float(im["width"]), x1 + max(0.0, w)), min(float(im["height"]), y1 + max(0.0, h))
-            if not (w > 0 and h > 0):
-                skipped["boxes with non-positive width/height"] += 1
-                continue
-            if not (x2 > x1 and y2 > y1):
-                skipped["boxes outside their image"] += 1
-                continue
-            if x < 0 or y < 0 or x + w > im["width"] + 1e-3 or y + h > im["height"] + 1e-3:
-                skipped["boxes clipped to their image (kept)"] += 1
-            ann = dict(ann)
-            ann.setdefault("iscrowd", 0)
-            if "area" not in ann:
-                ann["area"] = w * h
-            ann["_clean"] = (x1, y1, x2, y2)
-            kept.append(ann)
-        return kept, skipped
 
     def _per_image_targets(self, anns: list, cat_index: dict) -> tuple[list[np.ndarray], list[np.ndarray]]:
         rows: dict[int, list] = {i: [] for i in self.image_ids}
@@ -167,35 +111,38 @@ class COCODataset:
             classes.append(arr[:, 4].astype(np.int64))
         return boxes, classes
 
-    def _check_files(self) -> None:
-        """Every listed image exists and is not empty (one directory scan; decoding waits for `load`)."""
-        try:
-            with os.scandir(self.image_dir) as entries:
-                sizes = {e.name: e.stat().st_size for e in entries if e.is_file()}
-        except OSError as exc:
-            raise DatasetError(f"image folder {self.image_dir} cannot be listed: {exc}") from None
-        missing, empty = [], []
-        for f in self._files:
-            size = sizes.get(f.name) if f.parent == self.image_dir else (f.stat().st_size if f.is_file() else None)
-            if size is None:
-                missing.append(f)
-            elif size == 0:
-                empty.append(f)
-        for bad, what in ((missing, f"are missing from {self.image_dir}"), (empty, "are empty files")):
-            if bad:
-                shown = ", ".join(str(f) for f in bad[:5])
-                raise DatasetError(f"{len(bad)} image(s) listed in {self.ann_file} {what}: {shown}"
-                                   f"{' …' if len(bad) > 5 else ''}")
-
-    def _read(self, i: int) -> np.ndarray:
+    def _try_read(self, i: int) -> tuple[np.ndarray | None, str]:
         path = self._files[i]
         img = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if img is None:
-            raise DatasetError(f"image {path} cannot be read or decoded")
+            return None, "cannot be read or decoded"
         if img.shape[:2] != tuple(self._hw[i]):
-            raise DatasetError(f"image {path} is {img.shape[0]}x{img.shape[1]} (h x w) but {self.ann_file} says "
-                               f"{self._hw[i][0]}x{self._hw[i][1]}")
+            return None, (f"is {img.shape[0]}x{img.shape[1]} (h x w) but {self.ann_file} says "
+                          f"{self._hw[i][0]}x{self._hw[i][1]}")
+        return img, ""
+
+    def _read(self, i: int) -> np.ndarray:
+        img, reason = self._try_read(i)
+        if img is None:
+            raise DatasetError(f"image {self._files[i]} {reason}")
         return img
+
+    def _readable(self, i: int) -> tuple[int, np.ndarray]:
+        """(i, image i), or the next index (cyclically) whose image decodes when image `i` does not.
+
+        A pure function of the index and the files, so a resumed run replaces the same samples."""
+        n = len(self)
+        for step in range(n):
+            j = (i + step) % n
+            if j in self.read_failures:
+                continue
+            img, reason = self._try_read(j)
+            if img is not None:
+                return j, img
+            self.read_failures[j] = reason
+            warnings.warn(f"image {self._files[j]} {reason}: replaced by the next readable image", DataWarning,
+                          stacklevel=3)
+        raise DatasetError(f"no image listed in {self.ann_file} can be decoded")
 
     # -----------------------------------------------------------------------------------------
 
@@ -204,7 +151,11 @@ class COCODataset:
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(image BGR uint8, boxes xyxy float32 [n, 4], classes int64 [n]); arrays are copies."""
-        img = self._cache[i].copy() if self._cache is not None else self._read(i)
+        if self._cache is not None:
+            i, img = self._cache[i]
+            img = img.copy()
+        else:
+            i, img = self._readable(i)  # a decode failure while training: a deterministic replacement
         return img, self._boxes[i].copy(), self._classes[i].copy()
 
     def targets(self, i: int) -> tuple[np.ndarray, np.ndarray]:
