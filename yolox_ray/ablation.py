@@ -240,14 +240,17 @@ def rescale_schedule(train: TrainConfig, epochs: int) -> TrainConfig:
 
 def row_anchors(spec: ScaleSpec) -> tuple[tuple[float, float], ...]:
     """The anchor shapes of the anchor-based rows at this scale: YOLOv3's COCO anchors at 640, or
-    k-means on the training boxes at the training size (quick; needs the dataset, generated if synthetic)."""
+    k-means on the training boxes at the training size, 3 shapes per level on the boxes that the
+    anchor-free rows put on that level (quick; needs the dataset, generated if synthetic)."""
     if spec.anchors == "yolov3":
         f = spec.input_size / 640.0
         return tuple((round(w * f, 2), round(h * f, 2)) for w, h in YOLOV3_ANCHORS)
     from yolox_ray.data import resolve_dataset
     from yolox_ray.data.anchors import kmeans_anchors
 
-    return kmeans_anchors(resolve_dataset(spec.data).train_ann, spec.data.input_size[0])
+    side = spec.data.input_size[0]
+    bounds = tuple(b * side / 640.0 for b in AssignConfig().level_ranges)  # the anchor-free rows' levels
+    return kmeans_anchors(resolve_dataset(spec.data).train_ann, side, level_bounds=bounds)
 
 
 def _base_config(spec: ScaleSpec, anchors: tuple[tuple[float, float], ...], backbone_weights: str) -> ExperimentConfig:

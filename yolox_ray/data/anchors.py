@@ -36,12 +36,24 @@ def training_box_shapes(ann_file: str | Path, side: int) -> np.ndarray:
     return np.asarray(shapes, dtype=np.float64)
 
 
-def kmeans_anchors(ann_file: str | Path, side: int, k: int = 9) -> tuple[tuple[float, float], ...]:
-    """k anchor shapes (px at `side`, sorted by area, 2 decimals) fitted by IoU k-means; cached."""
+def kmeans_anchors(ann_file: str | Path, side: int, k: int = 9,
+                   level_bounds: tuple[float, ...] | None = None) -> tuple[tuple[float, float], ...]:
+    """k anchor shapes (px at `side`, 2 decimals) fitted by IoU k-means on the training boxes; cached.
+
+    level_bounds: the longer-side bounds (px at `side`) that split the boxes over the 3 levels (the
+    FCOS bounds the anchor-free rows use); then k/3 shapes are fitted per level on that level's boxes, so
+    an object lands on the same level in the anchor-based rows as in the anchor-free ones. Without
+    them, the k shapes sorted by area go 3 per level (YOLOv3's split), which on a proxy whose boxes
+    span less than the strides' 4x range puts a third of them on the coarsest grid (measured: the
+    YOLOv3 row learned several times slower that way). A level without enough boxes gets the shapes
+    of the level below it doubled (one stride step).
+    """
     ann_file = Path(ann_file)
     stat = ann_file.stat()
-    cache = ann_file.with_name(f"{ann_file.stem}.anchors-k{k}-px{side}.json")
-    key = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "k": k, "side": side}
+    bounds = None if level_bounds is None else [round(float(b), 4) for b in level_bounds]
+    tag = "" if bounds is None else "-levels-" + "-".join(f"{b:g}" for b in bounds)
+    cache = ann_file.with_name(f"{ann_file.stem}.anchors-k{k}-px{side}{tag}.json")
+    key = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "k": k, "side": side, "level_bounds": bounds}
     if cache.is_file():
         try:
             cached = json.loads(cache.read_text())
@@ -49,7 +61,12 @@ def kmeans_anchors(ann_file: str | Path, side: int, k: int = 9) -> tuple[tuple[f
                 return tuple((float(w), float(h)) for w, h in cached["anchors"])
         except (OSError, ValueError, KeyError, TypeError):
             pass  # a broken cache is refitted
-    anchors = tuple((round(w, 2), round(h, 2)) for w, h in fit_anchors_kmeans(training_box_shapes(ann_file, side), k))
+    shapes = training_box_shapes(ann_file, side)
+    if bounds is None:
+        fitted = fit_anchors_kmeans(shapes, k)
+    else:
+        fitted = _fit_per_level(shapes, k, bounds)
+    anchors = tuple((round(w, 2), round(h, 2)) for w, h in fitted)
     try:  # read-only dataset folders (a shared COCO mount) just skip the cache
         tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps({"key": key, "anchors": anchors}))
@@ -57,3 +74,26 @@ def kmeans_anchors(ann_file: str | Path, side: int, k: int = 9) -> tuple[tuple[f
     except OSError:
         pass
     return anchors
+
+
+def _fit_per_level(shapes: np.ndarray, k: int, bounds: list[float]) -> list[tuple[float, float]]:
+    levels = len(bounds) + 1
+    if k % levels:
+        raise ValueError(f"k={k} anchors do not split evenly over {levels} levels")
+    per = k // levels
+    level = (shapes.max(axis=1)[:, None] > np.asarray(bounds)[None, :]).sum(axis=1)
+    fitted: list[list[tuple[float, float]] | None] = []
+    for i in range(levels):
+        mine = shapes[level == i]
+        enough = len(mine) >= per and len(np.unique(mine, axis=0)) >= per
+        fitted.append(list(fit_anchors_kmeans(mine, per)) if enough else None)
+    if all(f is None for f in fitted):
+        raise DatasetError(f"no level has {per} distinct box shapes to fit anchors to")
+    # Empty levels: one stride step (x2) from the nearest fitted level below, else (/2) from above.
+    for i in range(levels):
+        if fitted[i] is None:
+            below = next((j for j in range(i - 1, -1, -1) if fitted[j] is not None), None)
+            ref = below if below is not None else next(j for j in range(i + 1, levels) if fitted[j] is not None)
+            scale = 2.0 ** (i - ref)
+            fitted[i] = [(w * scale, h * scale) for w, h in fitted[ref]]
+    return [shape for level_shapes in fitted for shape in level_shapes]
