@@ -46,9 +46,9 @@ def test_yolov3_decode_is_for_anchor_based_heads_only():
 
 
 def _ignore_case(offset_x: float):
-    """GT 8x8 at (20, 28) -> YOLOv3 assigner: shape 0 (8x8) at level-0 cell (2, 3), anchor 78.
-    A second prediction (anchor 81 = cell (3, 3), shape 0) is moved to overlap the GT: its decoded box
-    is 8x8 at ((3 + 0.5) * 8 + offset_x... ) via the linear decode tx = offset."""
+    """GT 8x8 at (20, 28) -> YOLOv3 assigner: shape 0 (8x8) at level-0 cell (2, 3), anchor 78. A second
+    prediction (anchor 81: cell (3, 3), shape 0) is moved by the linear decode so that its 8x8 box sits
+    at (20 + offset_x, 28): overlapping the GT, but not the positive."""
     grid = _grid(sigmoid_xy=False)
     raw = torch.zeros(1, grid.num, 5 + 2)
     # Anchor 81's linear-decoded centre is (3 + tx) * 8; put it at 20 + offset_x (GT centre x + offset).
@@ -168,3 +168,23 @@ def test_kmeans_anchors_are_deterministic_cached_and_scaled(tmp_path):
     assert kmeans_anchors(ann, 100, k=9)[0] == (1.0, 1.0)
     _write_coco(ann, boxes[:-1] + [[77, 31]])
     assert kmeans_anchors(ann, 100, k=9)[0] != (1.0, 1.0)
+
+
+def test_kmeans_anchors_per_level_follow_the_anchor_free_levels(tmp_path):
+    # Boxes of 10-20 px and 30-40 px at a 100 px input (images are 200 px wide: halved): with bounds
+    # (25, 50) the small ones are level 0 and the large ones level 1; level 2 has none.
+    gen = torch.Generator().manual_seed(1)
+    small = (torch.rand(60, 2, generator=gen) * 20 + 20).round().tolist()   # 20-40 px -> 10-20 px
+    large = (torch.rand(60, 2, generator=gen) * 20 + 60).round().tolist()   # 60-80 px -> 30-40 px
+    ann = tmp_path / "train.json"
+    _write_coco(ann, small + large)
+    anchors = kmeans_anchors(ann, 100, k=9, level_bounds=(25.0, 50.0))
+    assert kmeans_anchors(ann, 100, k=9, level_bounds=(25.0, 50.0)) == anchors
+    level0, level1, level2 = anchors[:3], anchors[3:6], anchors[6:]
+    assert all(10 <= w <= 20 and 10 <= h <= 20 for w, h in level0)
+    assert all(30 <= w <= 40 and 30 <= h <= 40 for w, h in level1)
+    # The empty coarsest level gets level 1's shapes one stride step (x2) up.
+    assert [c for shape in level2 for c in shape] == pytest.approx([2 * c for shape in level1 for c in shape], abs=0.02)
+    # Without bounds the 9 shapes are split by area (YOLOv3's rule): level 1 then mixes both groups.
+    plain = kmeans_anchors(ann, 100, k=9)
+    assert plain != anchors
