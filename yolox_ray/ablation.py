@@ -1,22 +1,23 @@
-"""The paper's ablation roadmap (Table 2, reference §13) as named experiment presets, and its table.
+"""The paper's ablation roadmap (Table 2, reference §13) as data, and its table.
 
-Six rows, each adding one change to the row above it:
+`ROADMAP_STEPS` is an ordered list; each step is the overrides it adds to the row above:
 
-    yolov3_baseline      Darknet53 (+SPP) / coupled YOLOv3 head, 3 anchors, YOLOv3 assignment,
+    yolov3_baseline      coupled YOLOv3 head, 3 anchors, YOLOv3 assignment, decode and ignore rule,
                          weak augmentation (flip + HSV + multi-scale; no Mosaic/MixUp)
     decoupled_head       the YOLOX decoupled head, still 3 anchors
-    strong_augmentation  Mosaic + MixUp, closed for the last `no_aug_epochs`
-    anchor_free          1 prediction per cell, the single centre cell as positive (FCOS level ranges)
+    strong_augmentation  Mosaic + MixUp, closed for the last `no_aug_epochs`; from scratch from here
+    anchor_free          1 prediction per cell, the single centre cell as positive (FCOS levels)
     multi_positives      the 3x3 centre area on the assigned level as positives
-    simota               SimOTA (dynamic-k, loss-aware assignment)
+    simota               SimOTA (dynamic-k, loss-aware assignment), 2021 geometry, YOLOX's targets
+    simota_2023          (paper preset only) the current code's centre-only geometry
 
 Two scales build the same switches:
 
 - ``paper``: Darknet53 at 640, 300 epochs, the official recipe (COCO on a cluster);
-- ``quick``: a small proxy on the built-in synthetic set: CSPDarknet (depth 0.33, width 0.125, no
-  depthwise convs) + PAFPN carrying the same head/anchor/assigner switches, a small input and a
-  short schedule whose warm-up and no-aug tail are moved proportionally. Anchor shapes and the
-  FCOS level ranges are scaled by input/640 so that they cover the same fraction of the image.
+- ``quick``: a small proxy on the built-in synthetic set (dense style): CSPDarknet (depth 0.33, width
+  0.125, no depthwise convs) + PAFPN carrying the same head/anchor/assigner switches, a small input
+  and a short schedule whose warm-up and no-aug tail are moved proportionally. FCOS level bounds are
+  scaled by input/640; anchors are fitted to the training boxes (`data/anchors.py`).
 
 Everything here is plain data and pure functions (no Ray, no MLflow): the study scripts run the
 rows and hand the per-trial results back to :func:`build_table`.

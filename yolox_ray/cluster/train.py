@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from yolox_ray.config import (
+    ConfigError,
     ExperimentConfig,
     apply_overrides,
     experiment_preset,
