@@ -11,7 +11,6 @@ import pytest
 
 from yolox_ray.ablation import (
     PAPER_TABLE2,
-    ROW_KEYS,
     ModelCost,
     TrialResult,
     ablation_config,

@@ -380,7 +380,9 @@ def _collect(spec: StudySpec, grid: Any, study_dir: Path, study_run: tracking.St
         params = {k: v for k, v in (res.config or {}).items()}
         run = children.get(tid)
         if res.error is not None:
-            status, error = "failed", f"{type(res.error).__name__}: {res.error}"[:2000]
+            # The worker's own exception (a RayTaskError wraps it in a traceback that buries the message).
+            cause = getattr(res.error, "cause", None) or res.error
+            status, error = "failed", f"{type(cause).__name__}: {cause}"[:2000]
         else:
             epoch = metrics.get("epoch")
             status = "early_stopped" if isinstance(epoch, (int, float)) and epoch < max_t else "finished"
