@@ -16,6 +16,7 @@ import math
 import random
 import time
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable, Protocol
 
@@ -377,8 +378,6 @@ class Trainer:
         `conf_thresh` replaces eval.conf_thresh for this evaluation."""
         if self.rank != 0:
             return None
-        from dataclasses import replace
-
         from yolox_ray.evaluation import evaluate
 
         if self._val_set is None:
