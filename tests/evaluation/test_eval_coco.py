@@ -14,7 +14,8 @@ from torch import nn
 
 from yolox_ray.config import DataConfig, EvalConfig, ExperimentConfig, TrainConfig
 from yolox_ray.data import build_train_loader
-from yolox_ray.evaluation import STAT_KEYS, evaluate, evaluate_predictions
+from yolox_ray.evaluation import evaluate, evaluate_predictions
+from yolox_ray.metrics import COCO_STAT_KEYS
 
 
 def gt_detections(ds) -> dict[int, np.ndarray]:
@@ -29,7 +30,7 @@ def gt_detections(ds) -> dict[int, np.ndarray]:
 def test_ground_truth_as_predictions_is_perfect(synthetic_root):
     ds = load_split(synthetic_root, "val")
     result = evaluate_predictions(ds, gt_detections(ds))
-    assert set(result.stats) == set(STAT_KEYS)
+    assert set(result.stats) == set(COCO_STAT_KEYS)
     for key in ("AP", "AP50", "AP75", "AR100"):
         assert result.stats[key] == pytest.approx(1.0)
     present = {ds.class_names[c] for i in range(len(ds)) for c in ds.targets(i)[1]}
@@ -73,7 +74,7 @@ def test_zero_detections(synthetic_root):
     ds = load_split(synthetic_root, "val")
     for dets in ({}, {ds.image_ids[0]: np.zeros((0, 6))}):
         result = evaluate_predictions(ds, dets)
-        assert result.stats == {k: 0.0 for k in STAT_KEYS} and result.num_detections == 0
+        assert result.stats == {k: 0.0 for k in COCO_STAT_KEYS} and result.num_detections == 0
     with pytest.raises(ValueError, match="not in"):
         evaluate_predictions(ds, {10_000: np.zeros((1, 6))})
 

@@ -60,9 +60,9 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from yolox_ray.cluster.ray_setup import free_port
+from yolox_ray.metrics import COCO_STAT_KEYS
 
 LOCAL_HOST = "127.0.0.1"
-COCO_STAT_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 STUDY_RUN_FILE = "mlflow.json"
 # MLflow limits (mlflow.utils.validation): 1000 metrics / 100 params / 100 tags per log_batch call.
 _MAX_METRICS_PER_BATCH = 1000

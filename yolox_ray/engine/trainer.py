@@ -32,10 +32,10 @@ from yolox_ray.engine.checkpoint import FORMAT, get_rng_state, load_checkpoint, 
 from yolox_ray.engine.ema import ModelEMA
 from yolox_ray.engine.optim import LRSchedule, build_optimizer, set_lr
 from yolox_ray.losses import DIAGNOSTIC_SUMS, diagnostics_means
+from yolox_ray.metrics import AP50_LOW_CONF, AP_LOW_CONF, COCO_STAT_KEYS
 
 # Below this final AP (a fraction) the trainer also reports AP at eval.low_conf_thresh.
 LOW_AP = 0.01
-COCO_STAT_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -279,7 +279,8 @@ class Trainer:
                 # A model whose scores are still below eval.conf_thresh shows AP 0 at that threshold; say
                 # how much it has learned at the low threshold too (the final evaluation only).
                 low_result = self._evaluate(conf_thresh=low)
-                metrics.update(AP_low_conf=float(low_result.stats["AP"]), AP50_low_conf=float(low_result.stats["AP50"]))
+                metrics[AP_LOW_CONF] = float(low_result.stats["AP"])
+                metrics[AP50_LOW_CONF] = float(low_result.stats["AP50"])
         last = self.last_eval or {}
         metrics.update(AP=float(last.get("AP", 0.0)), AP50=float(last.get("AP50", 0.0)),
                        best_AP=self.best_ap, is_best=is_best)

@@ -13,8 +13,7 @@ import numpy as np
 from pycocotools.cocoeval import COCOeval
 
 from yolox_ray.data.coco import COCODataset
-
-STAT_KEYS: tuple[str, ...] = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+from yolox_ray.metrics import COCO_STAT_KEYS
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,7 @@ def evaluate_predictions(dataset: COCODataset, detections: Mapping[int, np.ndarr
     if not results:
         has_gt = {c: len(gt.getAnnIds(catIds=[c], iscrowd=False)) > 0 for c in dataset.class_ids}
         per_class = {n: (0.0 if has_gt[c] else float("nan")) for n, c in zip(names, dataset.class_ids)}
-        return EvalResult({k: 0.0 for k in STAT_KEYS}, per_class, num_images=len(dataset),
+        return EvalResult({k: 0.0 for k in COCO_STAT_KEYS}, per_class, num_images=len(dataset),
                           summary="no detections")
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -76,7 +75,7 @@ def evaluate_predictions(dataset: COCODataset, detections: Mapping[int, np.ndarr
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    stats = {k: float(v) for k, v in zip(STAT_KEYS, ev.stats)}
+    stats = {k: float(v) for k, v in zip(COCO_STAT_KEYS, ev.stats)}
     precision = ev.eval["precision"]  # [T, R, K, A, M]; K follows ev.params.catIds (sorted ids)
     per_class: dict[str, float] = {}
     cat_pos = {c: k for k, c in enumerate(ev.params.catIds)}
