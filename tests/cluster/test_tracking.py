@@ -172,3 +172,67 @@ def test_ui_command_points_at_the_running_study_server(server, capsys, tmp_path)
     assert tracking.run_ui_cli(Namespace(port=0, mlruns=str(server.root))) == 0
     assert server.uri in capsys.readouterr().out
     assert tracking.run_ui_cli(Namespace(port=0, mlruns=str(tmp_path / "nothing"))) == 2
+
+
+def _log_like_a_trial(uri: str, run_id: str, steps: int, keys: int) -> list[str]:
+    """One trial's logging (8 numbers an iteration, an epoch every 100 steps) in its own process."""
+    from types import SimpleNamespace
+
+    trainer = SimpleNamespace(rank=0, epoch=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        logger = tracking.MLflowTrialLogger(uri, run_id, flush_every_s=0.5, flush_every_n=200,
+                                            log_checkpoints=False, log_curves=False)
+        for step in range(1, steps + 1):
+            logger.on_iter_end(trainer, step, {f"m{i}": step + i / 10 for i in range(keys)})
+            if step % 100 == 0:
+                logger.on_epoch_end(trainer, step // 100, {"loss": float(step), "evaluated": False}, None)
+        logger.on_train_end(trainer, {"AP": 0.5})
+    return [str(w.message) for w in caught]
+
+
+def test_eight_concurrent_trials_lose_no_metric_on_the_real_server(server):
+    import multiprocessing
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(server.uri)
+    experiment = tracking.get_or_create_experiment(client, "load-test")
+    runs = [client.create_run(experiment, run_name=f"trial-{i}").info.run_id for i in range(8)]
+    steps, keys = 300, 8
+    with multiprocessing.get_context("spawn").Pool(8) as pool:
+        warned = pool.starmap(_log_like_a_trial, [(server.uri, run, steps, keys) for run in runs])
+    assert warned == [[]] * 8  # no SQLite lock error, no failed batch, in any trial
+    for run in runs:
+        for i in range(keys):
+            points = history(client, run, f"train/m{i}")
+            assert points == [(s, s + i / 10) for s in range(1, steps + 1)], (run, i)
+        assert [s for s, _ in history(client, run, "loss")] == [1, 2, 3]
+        assert client.get_run(run).data.metrics["final/AP"] == 0.5
+
+
+def test_a_hung_server_never_stalls_the_training_step(monkeypatch):
+    # A socket that is listening but never answers: a request to it hangs until the HTTP timeout.
+    # The iteration callback must return at once all the same (the sender thread is the one waiting).
+    import socket
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(16)
+    uri = f"http://127.0.0.1:{hung.getsockname()[1]}"
+    from types import SimpleNamespace
+
+    trainer = SimpleNamespace(rank=0, epoch=0)
+    logger = tracking.MLflowTrialLogger(uri, "0" * 32, flush_every_n=1, log_checkpoints=False, log_curves=False)
+    start = time.monotonic()
+    for step in range(50):
+        logger.on_iter_end(trainer, step, {"loss": 1.0})  # every call hands a batch to the sender
+    returned_after = time.monotonic() - start
+    assert logger._sender is not None and logger._sender.is_alive()
+    assert logger._outbox.unfinished_tasks > 0  # the sender is still stuck on the hung server ...
+    assert returned_after < 30  # ... while 50 steps went by (a blocking send would take 60 s for one)
+    hung.close()  # the hung request now fails; the failure is a warning, never an exception
+    with pytest.warns(UserWarning, match="MLflow logging"):
+        logger.flush(wait=True)

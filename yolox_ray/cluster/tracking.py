@@ -47,10 +47,12 @@ import io
 import json
 import math
 import os
+import queue
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -493,7 +495,9 @@ class MLflowTrialLogger:
     """Engine callback that logs one trial into an existing MLflow run (rank 0 only).
 
     Logging problems (server unreachable, ...) are reported as warnings and never stop training;
-    the run's status is left to the owner of the run (the Tune trial function).
+    the run's status is left to the owner of the run (the Tune trial function). Metrics are
+    buffered and sent by a background thread (its own client), so a slow or locked server never
+    stalls a training step; the epoch end and `on_train_end` wait until everything buffered is sent.
     """
 
     def __init__(self, tracking_uri: str, run_id: str, *, flush_every_s: float = 10.0,
@@ -507,6 +511,8 @@ class MLflowTrialLogger:
         self._client = None
         self._buffer: list[Any] = []
         self._last_flush = time.monotonic()
+        self._outbox: queue.Queue[list[Any] | None] = queue.Queue()
+        self._sender: threading.Thread | None = None
         self._best_logged: float | None = None
         self._warned: set[str] = set()
 
@@ -536,11 +542,27 @@ class MLflowTrialLogger:
 
         return Metric(key=key, value=value, timestamp=int(time.time() * 1000), step=int(step))
 
-    def flush(self) -> None:
+    def flush(self, wait: bool = False) -> None:
+        """Hand the buffered metrics to the sender thread; with `wait`, return once all are sent."""
         while self._buffer:
             batch, self._buffer = self._buffer[:_MAX_METRICS_PER_BATCH], self._buffer[_MAX_METRICS_PER_BATCH:]
-            self._safe("log_batch", self.client.log_batch, self.run_id, metrics=batch)
+            if self._sender is None:
+                self._sender = threading.Thread(target=self._send_loop, name=f"mlflow-sender-{self.run_id[:8]}",
+                                                daemon=True)
+                self._sender.start()
+            self._outbox.put(batch)
         self._last_flush = time.monotonic()
+        if wait and self._sender is not None:
+            self._outbox.join()
+
+    def _send_loop(self) -> None:
+        client = client_for(self.tracking_uri)  # its own client: the training thread keeps the other
+        while True:
+            batch = self._outbox.get()
+            try:
+                self._safe("log_batch", client.log_batch, self.run_id, metrics=batch)
+            finally:
+                self._outbox.task_done()
 
     # -- callback methods ---------------------------------------------------------------------
 
@@ -589,7 +611,9 @@ class MLflowTrialLogger:
             number = _number(value)
             if number is not None:
                 self._buffer.append(self._metric(key, number, epoch))
-        self.flush()
+        # Wait here, once an epoch: the epoch's metrics are in MLflow before its checkpoint is reported
+        # to Ray, so a trial stopped or killed right after loses none of them.
+        self.flush(wait=True)
         per_class = metrics.get("per_class_ap")
         if evaluated and per_class:
             self._safe("per-class AP", self.client.log_text, self.run_id, _per_class_csv(per_class),
@@ -615,7 +639,7 @@ class MLflowTrialLogger:
     def on_train_end(self, trainer: Any, summary: Mapping[str, Any]) -> None:
         if not self._is_rank0(trainer):
             return
-        self.flush()
+        self.flush(wait=True)
         final = []
         for key, value in summary.items():
             number = _number(value)
