@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     common = dict(data_root=data, epochs=args.epochs, num_classes=num_classes, overrides=overrides,
                   size=args.size, backbone_weights=args.backbone_weights)
     roadmap = ablation_rows(args.preset, **common)
-    rows = ablation_rows(args.preset, rows=args.rows.split(",") if args.rows else None, **common)
+    rows = ablation_rows(args.preset, rows=args.rows.split(","), **common) if args.rows else roadmap
     for row in rows:
         validate_run(row.config, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
                      gpus_per_worker=args.gpus_per_worker, max_failures=2)

@@ -1,4 +1,4 @@
-"""An Optuna sweep over candidate_k whose driver is SIGKILLed mid-sweep and resumed with
+"""An Optuna sweep over candidate_k whose driver is SIGKILLed three times and resumed with
 `yolox-ray tune --resume`: exactly the requested trials, the interrupted trial continued from its
 Train checkpoint, one MLflow run per trial under one parent, the Optuna history intact.
 
@@ -145,13 +145,33 @@ def checkpoints(study_dir: Path) -> dict[str, list[int]]:
     return out
 
 
-def second_trial_mid_run(study_dir: Path):
-    # Trial 1 finished (seen by Tune) and trial 2 has written its epoch-2 checkpoint, so its
-    # epoch-1 checkpoint is registered; the kill then lands while trial 2 is in epoch 3..5.
+def finished_trials(lines) -> list[str]:
+    return [t for t, e in trial_epochs(lines).items() if EPOCHS in e]
+
+
+def first_trial_mid_run(study_dir: Path):
+    # Kill 1: no trial has finished; trial 1 has written its epoch-2 checkpoint (so epoch 1's is
+    # registered) and is somewhere in epochs 3..7.
     def predicate(lines) -> bool:
-        finished = [t for t, e in trial_epochs(lines).items() if EPOCHS in e]
-        others = [t for t, e in checkpoints(study_dir).items() if t not in finished and 2 in e]
-        return len(finished) == 1 and len(others) == 1
+        on_disk = checkpoints(study_dir)
+        return len(on_disk) == 1 and 2 in next(iter(on_disk.values())) and not finished_trials(lines)
+    return predicate
+
+
+def second_trial_mid_run(study_dir: Path):
+    # Kill 2: the resumed driver saw trial 1 finish, and trial 2 has written its epoch-2 checkpoint.
+    def predicate(lines) -> bool:
+        done = finished_trials(lines)
+        others = [t for t, e in checkpoints(study_dir).items() if t not in done and 2 in e]
+        return len(done) == 1 and len(others) == 1
+    return predicate
+
+
+def third_trial_started(study_dir: Path):
+    # Kill 3, another point: trial 2 just finished and trial 3 has started (its first epoch line),
+    # between a trial's end and the next one's first checkpoints.
+    def predicate(lines) -> bool:
+        return len(finished_trials(lines)) == 1 and len(trial_epochs(lines)) == 2 and len(checkpoints(study_dir)) == 3
     return predicate
 
 
@@ -163,7 +183,7 @@ def optuna_trials(db: Path):
     return study.trials
 
 
-def test_killed_sweep_resumes_without_losing_or_duplicating_anything(tmp_path):
+def test_three_kills_of_the_driver_then_a_resume_run_exactly_the_requested_trials(tmp_path):
     study_file = tmp_path / "ksweep.yaml"
     STUDY["overrides"]["data.cache_dir"] = str(tmp_path / "data_cache")
     study_file.write_text(yaml.safe_dump(STUDY))
@@ -173,42 +193,57 @@ def test_killed_sweep_resumes_without_losing_or_duplicating_anything(tmp_path):
     ray_tmp = tempfile.mkdtemp(prefix="ytr", dir="/tmp")  # short: Ray's socket paths have a length limit
     env = dict(os.environ, RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="0.2", TUNE_GLOBAL_CHECKPOINT_S="1",
                RAY_TMPDIR=ray_tmp, PYTHONWARNINGS="ignore::DeprecationWarning")
-    first = second = None
+    drivers: list[Driver] = []
+    marker = f"RAY_TMPDIR={ray_tmp}"
     try:
-        # 1. Start the sweep; kill the driver's whole process group while trial 2 is mid-run.
-        first = Driver(["--study", str(study_file), "--out", str(out)], tmp_path, env)
-        first.wait_for(second_trial_mid_run(study_dir), timeout=420)
-        first.kill_group()
-        server_pid = json.loads((mlruns / "server.json").read_text())["pid"]
-        wait_cluster_gone(f"RAY_TMPDIR={ray_tmp}", spare=set(processes_with_env(f"RAY_TMPDIR={ray_tmp}"))
-                          & _process_group(server_pid))
-        done_id = next(t for t, e in trial_epochs(first.lines).items() if EPOCHS in e)
-        on_disk = checkpoints(study_dir)  # final: nothing of the killed cluster is left to write
-        cut_id = next(t for t in on_disk if t != done_id)
-        assert EPOCHS not in on_disk[cut_id], f"trial 2 finished before the kill: {on_disk}"
-        parent_id = json.loads((study_dir / tracking.STUDY_RUN_FILE).read_text())["run_id"]
-        assert tracking._pid_alive(server_pid), "the MLflow server must outlive the killed driver"
+        # 1. Three SIGKILLs of the driver's whole process group, each at another point of the sweep:
+        #    mid trial 1 / mid trial 2 (after a resume) / just after trial 3 started (after another).
+        kill_points = [first_trial_mid_run(study_dir), second_trial_mid_run(study_dir), third_trial_started(study_dir)]
+        cut: list[tuple[str, list[int]]] = []  # (trial cut by the kill, its checkpoints then)
+        server_pid = None
+        for n, kill_point in enumerate(kill_points):
+            args = ["--study", str(study_file), "--out", str(out)] if n == 0 else ["--resume", str(study_dir)]
+            driver = Driver(args, tmp_path, env)
+            drivers.append(driver)
+            driver.wait_for(kill_point, timeout=420)
+            driver.kill_group()
+            server_pid = json.loads((mlruns / "server.json").read_text())["pid"]
+            wait_cluster_gone(marker, spare=set(processes_with_env(marker)) & _process_group(server_pid))
+            on_disk = checkpoints(study_dir)  # final: nothing of the killed cluster is left to write
+            running = [t for t, e in trial_epochs(driver.lines).items() if EPOCHS not in e]
+            assert len(running) == 1, (n, trial_epochs(driver.lines))
+            assert EPOCHS not in on_disk[running[0]], f"kill {n + 1} came after the trial finished: {on_disk}"
+            cut.append((running[0], on_disk[running[0]]))
+            assert tracking._pid_alive(server_pid), "the MLflow server must outlive the killed driver"
+            if n == 0:
+                parent_id = json.loads((study_dir / tracking.STUDY_RUN_FILE).read_text())["run_id"]
         optuna_before = {t.number: t.params for t in optuna_trials(study_dir / "optuna.db")
                          if t.state.name == "COMPLETE"}
-        assert len(optuna_before) == 1
+        assert len(optuna_before) == 2
 
-        # 2. Resume from the study directory.
-        second = Driver(["--resume", str(study_dir)], tmp_path, env)
-        rc = second.proc.wait(timeout=480)
-        second._reader.join(timeout=10)
-        log = "\n".join(second.lines)
+        # 2. The last resume runs to the end.
+        last = Driver(["--resume", str(study_dir)], tmp_path, env)
+        drivers.append(last)
+        rc = last.proc.wait(timeout=480)
+        last._reader.join(timeout=10)
+        log = "\n".join(last.lines)
         assert rc == 0, log[-6000:]
         assert "resuming the study" in log
-        after = trial_epochs(second.lines)
-        context = "\n".join(first.lines[-30:]) + "\n--- resumed ---\n" + log[-6000:]
-        assert done_id not in after, "a finished trial was run again\n" + context
-        assert cut_id in after, context
-        # It continued from its latest registered Train checkpoint (a checkpoint written in the very
-        # moment of the kill may not be registered yet) and ran to the end.
-        assert 1 < after[cut_id][0] <= max(on_disk[cut_id]) + 1, f"{after[cut_id]} {on_disk}\n" + context
-        assert after[cut_id][-1] == EPOCHS
+        # Each cut trial continued from its latest registered Train checkpoint (one written in the very
+        # moment of the kill may not be registered yet) in the next driver, and no finished trial ran again.
+        for n, (trial, on_disk) in enumerate(cut):
+            after = trial_epochs(drivers[n + 1].lines)
+            context = "\n".join(drivers[n].lines[-30:]) + "\n--- resumed ---\n" + "\n".join(drivers[n + 1].lines[-60:])
+            assert trial in after, context
+            assert after[trial][0] <= max(on_disk) + 1, f"{after[trial]} {on_disk}\n" + context
+            if len(on_disk) >= 2:  # the older checkpoint was registered: the trial did not start over
+                assert after[trial][0] > 1, f"{after[trial]} {on_disk}\n" + context
+            assert after[trial][-1] == EPOCHS, context
+        for n, driver in enumerate(drivers[1:], start=1):
+            earlier = {t for d in drivers[:n] for t in finished_trials(d.lines)}
+            assert not earlier & set(trial_epochs(driver.lines)), f"a finished trial ran again in driver {n + 1}"
 
-        # The resumed driver adopted the orphaned server and stopped it at the end.
+        # The last driver adopted the orphaned server and stopped it at the end.
         assert not tracking._pid_alive(server_pid)
         assert not (mlruns / "server.json").exists()
 
@@ -217,11 +252,11 @@ def test_killed_sweep_resumes_without_losing_or_duplicating_anything(tmp_path):
         assert len(trials) == SAMPLES
         assert {t["status"] for t in trials} == {"finished"}
         ids = {t["trial_id"] for t in trials}
-        assert len(ids) == SAMPLES and {done_id, cut_id} <= ids
+        assert len(ids) == SAMPLES and {trial for trial, _ in cut} == ids
         k_by_trial = {t["trial_id"]: t["params"]["assign.candidate_k"] for t in trials}
         assert all(5 <= k <= 15 for k in k_by_trial.values())
 
-        # 4. MLflow: one parent (the same run before and after the kill), one child per trial.
+        # 4. MLflow: one parent (the same run across all drivers), one child per trial.
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(f"sqlite:///{mlruns / 'mlflow.db'}")
@@ -240,11 +275,9 @@ def test_killed_sweep_resumes_without_losing_or_duplicating_anything(tmp_path):
             assert child.data.tags["study"] == "ksweep" and child.data.tags["geometry"] == "center"
             assert child.data.params["assign.candidate_k"] == str(k_by_trial[tid])
             assert child.data.params["model.width"] == "0.125"
-            # Every epoch landed in this one run (an epoch the kill cut short may appear twice).
+            # Every epoch landed in this one run (an epoch a kill cut short may appear twice).
             epochs = [m.step for m in client.get_metric_history(child.info.run_id, "epoch")]
             assert set(epochs) == set(range(1, EPOCHS + 1)), (tid, epochs)
-            if tid != cut_id:
-                assert sorted(epochs) == list(range(1, EPOCHS + 1)), (tid, epochs)
             assert {m.step for m in client.get_metric_history(child.info.run_id, "AP")} == set(range(1, EPOCHS + 1))
 
         # 5. Optuna: the pre-kill history is intact and the study holds exactly the requested trials.
@@ -254,13 +287,13 @@ def test_killed_sweep_resumes_without_losing_or_duplicating_anything(tmp_path):
             assert ot[number].params == params
         assert sorted(t.params["assign.candidate_k"] for t in ot) == sorted(k_by_trial.values())
     finally:  # on failure: stop what the drivers left behind (all ours: they carry our RAY_TMPDIR)
-        for driver in (first, second):
-            if driver is not None and driver.proc.poll() is None:
+        for driver in drivers:
+            if driver.proc.poll() is None:
                 driver.kill_group()
         record = mlruns / "server.json"
         if record.exists():
             info = json.loads(record.read_text())
             tracking.stop_server(tracking.TrackingServer(info["uri"], int(info["pid"]), int(info["port"]),
                                                          mlruns, True))
-        wait_cluster_gone(f"RAY_TMPDIR={ray_tmp}", spare=set(), timeout=20)
+        wait_cluster_gone(marker, spare=set(), timeout=20)
         shutil.rmtree(ray_tmp, ignore_errors=True)
