@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The quick preset's per-row recipe search: every row x every lr at a reduced budget, the best lr per
+"""The quick preset's per-row recipe search: every row x every lr at a given budget, the best lr per
 row written to `yolox_ray/ablation_recipes.json` with this command and every result.
 
     python scripts/quick_row_recipes.py --epochs 8 --lrs 0.01,0.02,0.04 [--parallel 2] [--write]
@@ -39,7 +39,7 @@ def run_one(row: str, lr: float, epochs: int, size: int | None, extra: list[str]
 
 
 DEFAULT_LR = 0.02  # the preset's shared step lr
-# Below this AP50 at the reduced budget a row has not started to learn with any lr, so the search
+# Below this AP50 at the search budget a row has not started to learn with any lr, so the search
 # cannot rank them (differences are noise): such a row keeps the shared lr.
 MIN_SEPARABLE_AP50 = 0.02
 
@@ -57,10 +57,10 @@ def choose(results: list[dict], default_lr: float) -> dict[str, dict]:
     chosen = {}
     for row, r in best.items():
         if r["AP50"] >= MIN_SEPARABLE_AP50:
-            chosen[row] = dict(r, why=f"best AP50 {100 * r['AP50']:.1f} % at the reduced budget")
+            chosen[row] = dict(r, why=f"best AP50 {100 * r['AP50']:.1f} % at the search budget")
         else:
             chosen[row] = dict(r, lr=default_lr, AP50=None, AP=None,
-                               why=f"no lr passed AP50 {100 * MIN_SEPARABLE_AP50:.0f} % at the reduced budget "
+                               why=f"no lr passed AP50 {100 * MIN_SEPARABLE_AP50:.0f} % at the search budget "
                                    f"(best {100 * r['AP50']:.1f} %): the shared lr is kept")
     return chosen
 
@@ -95,8 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         command = "python scripts/quick_row_recipes.py " + " ".join(argv if argv is not None else sys.argv[1:])
         data = {
-            "why": "per-row step lr of the quick ablation preset, chosen by AP50 at a reduced budget so that "
-                   "the preset does not favour the row it was first tuned on",
+            "why": "per-row step lr of the quick ablation preset, chosen by AP50 so that the preset does not "
+                   "favour the row it was first tuned on",
+            "budget": f"{args.epochs} epochs of the quick schedule (rescaled as --epochs does), "
+                      f"{args.size or 'the preset'} px, seed 0, one thread per run, {args.parallel} runs at a time",
             "command": command,
             "rows": {row: {"overrides": {"train.lr_per_image": r["lr"] / 8}, "lr_per_step": r["lr"],
                            "why": r["why"]} for row, r in best.items()},

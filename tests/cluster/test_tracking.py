@@ -24,14 +24,6 @@ TINY = {
 }
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, request):
-    # One server per test session over a shared store; later modules reuse it (start_server finds
-    # it through server.json) and it is stopped when the session ends.
-    srv = tracking.start_server(tmp_path_factory.getbasetemp() / "mlflow_shared")
-    if srv.owned:
-        request.config.add_cleanup(lambda: tracking.stop_server(srv))
-    return srv
 
 
 @pytest.fixture(autouse=True)

@@ -192,16 +192,6 @@ class PoisonWeights:
             next(trainer.model.parameters()).fill_(float("nan"))
 
 
-@pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
-    import ray.cloudpickle
-
-    from yolox_ray.cluster.ray_setup import init_ray, shutdown_ray
-
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test file
-    init_ray(num_cpus=2, temp_dir=str(tmp_path_factory.mktemp("ray")))
-    yield
-    shutdown_ray()
 
 
 @pytest.mark.slow

@@ -6,14 +6,11 @@ train annotation file is corrupt, which only the trial's dataset build finds.)""
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from yolox_ray.cluster import tracking
-from yolox_ray.cluster.ray_setup import init_ray, shutdown_ray
 from yolox_ray.cluster.tune import StudyRow, StudySpec, run_study
 
 pytestmark = pytest.mark.slow
@@ -26,29 +23,10 @@ TINY = {
 }
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, request):
-    srv = tracking.start_server(tmp_path_factory.getbasetemp() / "mlflow_shared")  # shared with test_tracking
-    if srv.owned:
-        request.config.add_cleanup(lambda: tracking.stop_server(srv))
-    return srv
 
 
-@pytest.fixture(scope="module")
-def ray_cluster(monkeypatch_module):
-    monkeypatch_module.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-    temp_dir = tempfile.mkdtemp(prefix="ytg", dir="/tmp")  # short: Ray's socket paths have a length limit
-    init_ray(num_cpus=2, trial_slots=2, temp_dir=temp_dir)
-    yield
-    shutdown_ray()
-    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    mp = pytest.MonkeyPatch()
-    yield mp
-    mp.undo()
 
 
 def corrupt_coco(tmp_path: Path) -> Path:

@@ -11,7 +11,7 @@ from torch import nn
 
 import model_reference as ref
 from official_listing import fake_official_state_dict, parse_listing
-from yolox_ray.config import ConfigError, ModelConfig, model_preset
+from yolox_ray.config import ConfigError, model_preset
 from yolox_ray.models import build_model
 from yolox_ray.models.blocks import Focus
 

@@ -6,14 +6,11 @@ official defaults of the searched keys."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from yolox_ray.cluster import tracking
-from yolox_ray.cluster.ray_setup import init_ray, shutdown_ray
 from yolox_ray.cluster.tune import SearchParam, run_study
 from yolox_ray.study import load_study, with_changes
 
@@ -31,25 +28,8 @@ def tiny(cache: Path, epochs: int, **extra) -> dict:
             "eval.batch_size": 8, "train.epochs": epochs, **extra}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, request):
-    # A generous start-up limit: on a loaded 2-core machine the first migration of the store is slow.
-    srv = tracking.start_server(tmp_path_factory.getbasetemp() / "mlflow_shared", timeout_s=600)  # shared
-    if srv.owned:
-        request.config.add_cleanup(lambda: tracking.stop_server(srv))
-    return srv
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    mp = pytest.MonkeyPatch()
-    mp.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-    temp_dir = tempfile.mkdtemp(prefix="yss", dir="/tmp")  # short: Ray's socket paths have a length limit
-    init_ray(num_cpus=2, trial_slots=2, temp_dir=temp_dir)
-    yield
-    shutdown_ray()
-    shutil.rmtree(temp_dir, ignore_errors=True)
-    mp.undo()
 
 
 def test_the_shipped_files_are_the_ones_tested():

@@ -7,13 +7,11 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from yolox_ray.cluster import tracking
-from yolox_ray.cluster.ray_setup import init_ray, shutdown_ray
 from yolox_ray.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,22 +32,8 @@ def _tiny(cache: Path) -> list[str]:
             "train.max_iters=1", "train.batch_size=4", "eval.batch_size=8"]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, request):
-    srv = tracking.start_server(tmp_path_factory.getbasetemp() / "mlflow_shared")  # shared with other modules
-    if srv.owned:
-        request.config.add_cleanup(lambda: tracking.stop_server(srv))
-    return srv
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    mp = pytest.MonkeyPatch()
-    mp.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-    init_ray(num_cpus=2, trial_slots=2, temp_dir=tempfile.mkdtemp(prefix="yrs", dir="/tmp"))
-    yield
-    shutdown_ray()
-    mp.undo()
 
 
 def test_bad_arguments_fail_before_any_cluster_work(tmp_path):
