@@ -14,6 +14,7 @@ install:
 install-dev: install
 	$(PY) -m pip install -e ".[dev]"
 	bash scripts/install_chromium.sh
+	bash scripts/install_iproute2.sh
 
 test: install-dev
 	$(PY) -m pytest -q

@@ -37,6 +37,9 @@ def add_study_args(p: argparse.ArgumentParser, *, name_help: str, max_concurrent
     p.add_argument("--name", default=None, help=name_help)
     p.add_argument("--tracking-uri", default=None, help="MLflow server; default: a local one over ./mlruns")
     p.add_argument("--mlruns", default="mlruns", help="the local MLflow store when --tracking-uri is not given")
+    p.add_argument("--tracking-insecure", action="store_true",
+                   help="on a multi-node cluster without --tracking-uri: serve the local MLflow store, "
+                        "unauthenticated, on this driver's node address (trusted private networks only)")
     p.add_argument("overrides", nargs="*", help="key=value overrides applied to every trial's config")
 
 

@@ -1,9 +1,14 @@
 """Connecting to (or starting) the Ray cluster, shared by `train` and `tune`.
 
-Local by default; `address="auto"` or `"ray://…"` joins an existing cluster. The local cluster
+Local by default; `address="auto"`, `"HOST:PORT"` or `"ray://…"` joins an existing cluster. The local cluster
 gets a `trial_slot` custom resource so that a Tune trial (the Train driver) does not take a CPU
 away from its own Train workers on a small machine (ray_stack.md §3b), and keeps the dashboard on
 because Ray Train V2 needs the State API to free the placement groups of trials Tune stops (§3b).
+
+Authentication: only the local cluster we start ourselves (one machine, loopback) defaults to
+``RAY_AUTH_MODE=disabled``. Joining an existing cluster keeps the user's auth settings
+(``RAY_AUTH_MODE=token`` + ``RAY_AUTH_TOKEN``/``~/.ray/auth_token``): forcing "disabled" there would
+fail to connect to a token-protected cluster, or quietly talk to one without a token.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from dataclasses import dataclass
 
 # Quieter, faster defaults; set before Ray is imported (users may override any of them).
 _ENV_DEFAULTS = {
@@ -20,8 +26,9 @@ _ENV_DEFAULTS = {
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
     "TUNE_GLOBAL_CHECKPOINT_S": "2",
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
-    "RAY_AUTH_MODE": "disabled",
 }
+# Only for a cluster started here (loopback, one machine); never when joining one (see the docstring).
+_LOCAL_ENV_DEFAULTS = {"RAY_AUTH_MODE": "disabled"}
 
 TRIAL_SLOT = "trial_slot"
 
@@ -63,6 +70,8 @@ def init_ray(
     if address is not None:
         ray.init(address=address, **kwargs)
         return
+    for key, value in _LOCAL_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
     ray.init(
         num_cpus=num_cpus,
         num_gpus=num_gpus,
@@ -80,3 +89,34 @@ def shutdown_ray() -> None:
 
     if ray.is_initialized():
         ray.shutdown()
+
+
+@dataclass(frozen=True)
+class ClusterNodes:
+    """The connected cluster's node addresses as seen from this driver (what tracking must reach)."""
+
+    driver_ip: str
+    node_ips: tuple[str, ...]
+
+    @property
+    def remote_ips(self) -> tuple[str, ...]:
+        """Nodes other than the driver's: they cannot reach the driver's loopback."""
+        return tuple(ip for ip in self.node_ips if ip != self.driver_ip)
+
+
+def cluster_nodes() -> ClusterNodes:
+    """The driver's node IP and every alive node's IP (Ray must be connected)."""
+    import ray
+
+    ips = sorted({str(n["NodeManagerAddress"]) for n in ray.nodes() if n.get("Alive")})
+    return ClusterNodes(driver_ip=ray.util.get_node_ip_address(), node_ips=tuple(ips))
+
+
+def node_ip() -> str:
+    """This process's node IP (for messages that say where something failed)."""
+    import ray
+
+    try:
+        return ray.util.get_node_ip_address()
+    except Exception:  # not inside Ray
+        return socket.gethostname()

@@ -13,6 +13,15 @@ the one `server.json` points at if it still answers ``/health``), so trial proce
 HTTP and never open SQLite themselves (ray_stack.md §5, §8.11). A server whose owner died (e.g. a
 killed sweep driver) is adopted by the next process that reuses it, which then stops it.
 
+Multi-node clusters (`tracking_session(..., address=...)`): trials on other nodes cannot reach the
+driver's loopback, so when the connected cluster has nodes besides the driver's, the local server
+listens on the driver's Ray node IP (the address those nodes already use to reach this node), with
+MLflow's allowed Host headers set to that address only. That server has no authentication, so it is
+refused unless the user opts in (``insecure_network=True``, the scripts' ``--tracking-insecure``);
+the alternative is ``--tracking-uri`` of a server every node can reach. A loopback
+``--tracking-uri`` with such a cluster is refused before any trial starts, and every trial checks
+its tracking URI at start (`check_reachable`), naming the URI and its node.
+
 Runs: one **parent run per study** (`ensure_study_run`, its id kept in ``<study_dir>/mlflow.json``
 and re-used on resume) and one **child run per trial** (`ensure_trial_run`, tagged
 ``mlflow.parentRunId`` and ``trial_id``, found again with ``search_runs`` on resume, so a resumed
@@ -44,6 +53,7 @@ import csv
 import fcntl
 import functools
 import io
+import ipaddress
 import json
 import math
 import os
@@ -55,13 +65,15 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from yolox_ray.cluster.ray_setup import free_port
+from yolox_ray.cluster.ray_setup import cluster_nodes, free_port, init_ray, node_ip
+from yolox_ray.config import ConfigError
 from yolox_ray.metrics import COCO_STAT_KEYS
 
 LOCAL_HOST = "127.0.0.1"
@@ -73,6 +85,41 @@ _MAX_PARAMS_PER_BATCH = 100
 
 class TrackingError(RuntimeError):
     """The MLflow server could not be started/reached, or a run could not be found/created."""
+
+
+class TrackingUnreachableError(TrackingError):
+    """A trial (or Train worker) cannot reach its tracking server; the message names URI and node."""
+
+
+def is_loopback_host(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def uri_host(uri: str) -> str | None:
+    """The host of an http(s) tracking URI; None for file/sqlite/databricks-style URIs."""
+    parts = urllib.parse.urlsplit(uri)
+    return parts.hostname if parts.scheme in ("http", "https") else None
+
+
+def check_reachable(uri: str, where: str, timeout_s: float = 10.0) -> None:
+    """Fail now, naming `uri` and this node, if an http(s) tracking server does not answer /health
+    from here (instead of trials whose every log call is swallowed into a warning)."""
+    if uri_host(uri) is None:
+        return
+    if server_healthy(uri, timeout_s=timeout_s):
+        return
+    hint = (" (a loopback address: only processes on the server's own machine reach it)"
+            if is_loopback_host(uri_host(uri)) else "")
+    raise TrackingUnreachableError(
+        f"{where} on node {node_ip()}: the MLflow tracking server {uri} does not answer{hint}; "
+        f"give --tracking-uri a server every node of the cluster can reach")
 
 
 # =============================================================================================
@@ -159,14 +206,21 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def start_server(root: str | Path = "mlruns", *, port: int | None = None, timeout_s: float = 180.0) -> TrackingServer:
-    """Start (or reuse) a local MLflow tracking server over ``<root>/mlflow.db`` on 127.0.0.1.
+def start_server(root: str | Path = "mlruns", *, port: int | None = None, host: str = LOCAL_HOST,
+                 insecure_network: bool = False, timeout_s: float = 180.0) -> TrackingServer:
+    """Start (or reuse) a local MLflow tracking server over ``<root>/mlflow.db`` on `host` (127.0.0.1).
 
     Reuse: if ``<root>/server.json`` names a live server that answers ``/health``, it is returned
     (owned only if the process that started it is gone, i.e. it is adopted). Otherwise a new
     ``mlflow server`` is started in its own session/process group; the call waits for
     ``/health`` (the first start migrates the SQLite schema and can take ~30 s on a loaded box).
+    A non-loopback `host` (a cluster's node IP) needs `insecure_network=True`: the server has no
+    authentication, and nobody's store is opened to a network without saying so.
     """
+    if not is_loopback_host(host) and not insecure_network:
+        raise ConfigError(f"refusing to serve the MLflow store unauthenticated on {host}: pass "
+                          f"insecure_network=True (--tracking-insecure) on a trusted private network, or "
+                          f"use a tracking server with authentication (--tracking-uri)")
     root = Path(root).expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
     record = root / "server.json"
@@ -179,6 +233,9 @@ def start_server(root: str | Path = "mlruns", *, port: int | None = None, timeou
             except (ValueError, KeyError, TypeError):
                 pid, uri, rec_port, owner = -1, "", 0, -1
             if pid > 0 and _pid_alive(pid) and _is_mlflow_process(pid):
+                if uri_host(uri) != host:
+                    raise TrackingError(f"the MLflow server over {root} (pid {pid}) listens at {uri}, not on {host}: "
+                                        f"stop it, or use another --mlruns folder")
                 if not server_healthy(uri):  # may still be starting: give it time
                     _wait_healthy(uri, pid, timeout_s, root / "server.log", kill_on_timeout=False)
                 adopt = not _pid_alive(owner) or owner == os.getpid()
@@ -188,7 +245,7 @@ def start_server(root: str | Path = "mlruns", *, port: int | None = None, timeou
                 return TrackingServer(uri=uri, pid=pid, port=rec_port, root=root, owned=adopt)
             record.unlink()  # stale record of a dead server
         port = port or free_port()
-        uri = f"http://{LOCAL_HOST}:{port}"
+        uri = f"http://{host}:{port}"
         if server_healthy(uri):
             raise TrackingError(f"port {port} is already serving something else; pass another port")
         artifacts = root / "artifacts"
@@ -196,7 +253,9 @@ def start_server(root: str | Path = "mlruns", *, port: int | None = None, timeou
         cmd = [sys.executable, "-m", "mlflow", "server",
                "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
                "--artifacts-destination", artifacts.as_uri(),
-               "--host", LOCAL_HOST, "--port", str(port), "--workers", "1"]
+               "--host", host, "--port", str(port), "--workers", "1"]
+        if not is_loopback_host(host):  # MLflow 3 refuses non-local Host headers unless allowed; allow only ours
+            cmd += ["--allowed-hosts", f"{host}:{port},{host}"]
         log_path = root / "server.log"
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -241,19 +300,74 @@ def stop_server(server: TrackingServer) -> None:
                 server.record_path.unlink()
 
 
+def _ray_connected() -> bool:
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
+
+
+def server_host_for_cluster(tracking_uri: str | None) -> str:
+    """Where a local server must listen so every node of the connected cluster reaches it (loopback
+    when there is no cluster or it is this node alone); refuses a loopback `tracking_uri` that
+    other nodes could not reach."""
+    if not _ray_connected():
+        return LOCAL_HOST
+    nodes = cluster_nodes()
+    if not nodes.remote_ips:
+        return LOCAL_HOST
+    if tracking_uri is not None:
+        if is_loopback_host(uri_host(tracking_uri)):
+            raise ConfigError(
+                f"--tracking-uri {tracking_uri} is this machine's loopback, but the cluster has other nodes "
+                f"({', '.join(nodes.remote_ips)}) whose trials cannot reach it: give the address of a tracking "
+                f"server every node can reach, or leave --tracking-uri out to serve the local store on "
+                f"{nodes.driver_ip} (with --tracking-insecure)")
+        return LOCAL_HOST
+    if is_loopback_host(nodes.driver_ip):
+        raise ConfigError(f"this driver's Ray node address is {nodes.driver_ip} but the cluster has other nodes "
+                          f"({', '.join(nodes.remote_ips)}): start Ray here with a reachable --node-ip-address, "
+                          f"or give --tracking-uri")
+    return nodes.driver_ip
+
+
 @contextlib.contextmanager
-def tracking_session(tracking_uri: str | None = None, root: str | Path = "mlruns") -> Iterator[str]:
+def tracking_session(tracking_uri: str | None = None, root: str | Path = "mlruns", *, address: str | None = None,
+                     insecure_network: bool = False) -> Iterator[str]:
     """Yield a tracking URI: `tracking_uri` as given, else a local server under `root` (stopped on
-    exit if this process started or adopted it)."""
-    if tracking_uri:
-        yield tracking_uri
-        return
-    server = start_server(root)
+    exit if this process started or adopted it).
+
+    `address`: the Ray cluster the trials will run on; it is joined first (and left on exit if joined
+    here) so the server can listen where every node reaches it (`server_host_for_cluster`). Without
+    it, an already connected cluster is used the same way; none: loopback.
+    """
+    joined = False
+    if address is not None and not _ray_connected():
+        init_ray(address)
+        joined = True
     try:
-        yield server.uri
+        host = server_host_for_cluster(tracking_uri)
+        if tracking_uri:
+            yield tracking_uri
+            return
+        if not is_loopback_host(host) and not insecure_network:
+            raise ConfigError(
+                f"trials run on other nodes of the cluster, so a local MLflow server would have to listen on "
+                f"{host} (this driver's node address) without authentication. Give --tracking-uri a tracking "
+                f"server every node can reach (ideally with authentication), or pass --tracking-insecure to "
+                f"serve {Path(root).expanduser().resolve()} on {host} (only on a trusted private network)")
+        server = start_server(root, host=host, insecure_network=insecure_network)
+        if not is_loopback_host(host):
+            print(f"MLflow tracking server for the cluster: {server.uri} (unauthenticated, --tracking-insecure)",
+                  flush=True)
+        try:
+            yield server.uri
+        finally:
+            if server.owned:
+                stop_server(server)
     finally:
-        if server.owned:
-            stop_server(server)
+        if joined:
+            import ray
+
+            ray.shutdown()
 
 
 def run_ui_cli(args: Any) -> int:

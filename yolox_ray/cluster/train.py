@@ -237,6 +237,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
 
     callbacks: list[Any] = list(config.get("worker_callbacks") or ())
     tracking = config.get("tracking")
+    _check_worker_inputs(cfg, tracking, rank)
     if tracking and rank == 0:
         from yolox_ray.cluster.tracking import MLflowTrialLogger
 
@@ -249,6 +250,28 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         return trainer.fit()
     except deterministic_errors() as exc:  # the same inputs give the same error: the driver must not retry
         raise DeterministicError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _check_worker_inputs(cfg: ExperimentConfig, tracking: Mapping[str, str] | None, rank: int) -> None:
+    """What this worker's node must see, checked before training: the dataset paths (the driver checked
+    its own view only) and, on rank 0, the tracking server. Failures name the node and the path/URI
+    and are deterministic (not retried)."""
+    from yolox_ray.cluster.ray_setup import node_ip
+    from yolox_ray.data import DatasetError, resolve_dataset
+
+    where = f"Train worker rank {rank} on node {node_ip()}"
+    try:
+        resolve_dataset(cfg.data)
+    except DatasetError as exc:
+        raise DeterministicError(f"DatasetError: {where}: {exc} (every node needs the dataset at the same "
+                                 f"path, e.g. a shared mount)") from exc
+    if tracking and rank == 0:
+        from yolox_ray.cluster.tracking import TrackingUnreachableError, check_reachable
+
+        try:
+            check_reachable(tracking["tracking_uri"], where)
+        except TrackingUnreachableError as exc:
+            raise DeterministicError(f"TrackingUnreachableError: {exc}") from exc
 
 
 # ------------------------------------------------------------------------------------------------
@@ -371,6 +394,7 @@ def run_training(
     num_cpus: int | None = None,
     temp_dir: str | None = None,
     out=None,
+    tracking_insecure: bool = False,
 ) -> dict[str, Any]:
     """Train one model on a local (default) or existing (`address`) Ray cluster; print progress.
 
@@ -396,7 +420,7 @@ def run_training(
                             max_failures, out, data_reports)
     from yolox_ray.cluster.tracking import end_training_run, start_training_run, tracking_session
 
-    with tracking_session(tracking_uri) as uri:
+    with tracking_session(tracking_uri, insecure_network=tracking_insecure) as uri:
         tracking = start_training_run(uri, cfg, run_name)
         print(f"MLflow: {uri} (run {run_name})", file=out, flush=True)
         status = "FAILED"
@@ -517,7 +541,8 @@ def run_train_cli(args) -> int:
     try:
         summary = run_training(cfg, address=args.address, workers=args.workers, gpus_per_worker=gpus,
                                cpus_per_worker=args.cpus_per_worker, storage=args.storage, name=args.name,
-                               max_failures=args.max_failures, tracking_uri=args.tracking_uri)
+                               max_failures=args.max_failures, tracking_uri=args.tracking_uri,
+                               tracking_insecure=bool(getattr(args, "tracking_insecure", False)))
     except DeterministicTrainingError as exc:
         print(f"yolox-ray: training failed: {exc}", file=sys.stderr, flush=True)
         return 1

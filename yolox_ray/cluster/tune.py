@@ -132,6 +132,8 @@ def yolox_trial(config: dict, ctx: _TrialContext) -> None:
 
     trial_id = tune.get_context().get_trial_id()
     spec = ctx.spec
+    # An unreachable server fails the trial here, naming URI and node, not as empty runs later.
+    tracking.check_reachable(ctx.study_run.tracking_uri, f"trial {trial_id}")
     cfg = spec.trial_config(config)
     tags = trial_tags(spec, config, cfg)
     label = "-".join(str(x) for x in (tags["row"], f"s{cfg.train.seed}" if spec.seeds else None) if x) or "trial"
@@ -288,7 +290,8 @@ def _build_tuner_parts(spec: StudySpec, ctx: _TrialContext, study_dir: Path, con
 
 def run_study(spec: StudySpec, *, address: str | None = None, storage_root: str | Path = "studies_out",
               tracking_uri: str | None = None, mlruns: str | Path = "mlruns", resume: bool = False,
-              num_cpus: int | None = None, ray_temp_dir: str | None = None) -> StudyResult:
+              num_cpus: int | None = None, ray_temp_dir: str | None = None,
+              tracking_insecure: bool = False) -> StudyResult:
     """Run (or continue) `spec` and return its trials and best result.
 
     Runs on the Ray cluster this process is already connected to, else on `address`, else on a
@@ -298,6 +301,8 @@ def run_study(spec: StudySpec, *, address: str | None = None, storage_root: str 
     (finished trials kept, interrupted ones resumed from their Train checkpoints, the Optuna
     state restored, no MLflow run duplicated); its stored spec must equal `spec`.
     `resume=True` additionally requires that there is something to continue.
+    On a multi-node cluster the local server listens on the driver's node IP only with
+    `tracking_insecure` (see `tracking.tracking_session`); a loopback `tracking_uri` is refused.
     """
     import logging
 
@@ -328,7 +333,7 @@ def run_study(spec: StudySpec, *, address: str | None = None, storage_root: str 
         study_dir.mkdir(parents=True, exist_ok=True)
         if not restoring:
             dump_study(spec, study_dir / "study.yaml")
-        with tracking.tracking_session(tracking_uri, mlruns) as uri:
+        with tracking.tracking_session(tracking_uri, mlruns, insecure_network=tracking_insecure) as uri:
             study_run = tracking.ensure_study_run(
                 uri, study=spec.name, study_dir=study_dir, experiment_name=spec.experiment,
                 tags={"searcher": spec.searcher, "metric": spec.metric,
@@ -451,7 +456,7 @@ def run_tune_cli(args: Any) -> int:
         storage_root = Path(args.out or getattr(args, "storage", None) or "studies_out")
     spec = with_cli_args(spec, args)
     result = run_study(spec, address=args.address, storage_root=storage_root, tracking_uri=args.tracking_uri,
-                       resume=bool(args.resume))
+                       resume=bool(args.resume), tracking_insecure=bool(getattr(args, "tracking_insecure", False)))
     print_result(result)
     return 0 if result.num_finished > 0 else 1
 
