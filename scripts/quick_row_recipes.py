@@ -2,7 +2,7 @@
 """The quick preset's per-row recipe search: every row x every lr at a given budget, the best lr per
 row written to `yolox_ray/ablation_recipes.json` with this command and every result.
 
-    python scripts/quick_row_recipes.py --epochs 8 --lrs 0.01,0.02,0.04 [--parallel 2] [--write]
+    python scripts/quick_row_recipes.py --epochs 8 --lrs 0.01,0.02,0.04 [--parallel 2] [--write] [--reuse]
 
 Each run is `benchmarks/row_probe.py` (the engine in-process, one thread; no Ray or MLflow around it:
 the search ranks recipes, it does not time them). The lr is the step lr at the preset's batch of 8.
@@ -65,6 +65,15 @@ def choose(results: list[dict], default_lr: float) -> dict[str, dict]:
     return chosen
 
 
+def recorded_results(epochs: int, size: int | None) -> dict[tuple[str, float], dict]:
+    """{(row, lr): result} recorded in the recipe file at this budget (no overrides), without errors."""
+    if not RECIPES.exists():
+        return {}
+    recorded = json.loads(RECIPES.read_text())
+    return {(r["row"], r["lr"]): r for r in recorded["all"]
+            if r.get("epochs") == epochs and (size is None or r.get("size") == size) and not r.get("error")}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", default="yolov3_baseline,decoupled_head,strong_augmentation,anchor_free,multi_positives,simota")
@@ -75,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--write", action="store_true", help=f"write the best lr per row to {RECIPES.name}")
     p.add_argument("--rechoose", action="store_true",
                    help=f"no runs: choose again from the results recorded in {RECIPES.name} (same command)")
+    p.add_argument("--reuse", action="store_true",
+                   help=f"take the results recorded in {RECIPES.name} at the same budget instead of running them again "
+                        "(to add lrs or rows to a finished search)")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args(argv)
     rows, lrs = args.rows.split(","), [float(x) for x in args.lrs.split(",")]
@@ -84,10 +96,12 @@ def main(argv: list[str] | None = None) -> int:
         results = recorded["all"]
         argv = recorded["command"].split()[2:]
     else:
+        done = recorded_results(args.epochs, args.size) if args.reuse and not args.overrides else {}
         with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.parallel) as pool:
-            jobs = [pool.submit(run_one, row, lr, args.epochs, args.size, args.overrides,
-                                Path(tmp) / f"{row}-{lr}.jsonl") for row in rows for lr in lrs]
-            results = [j.result() for j in jobs]
+            jobs = {(row, lr): pool.submit(run_one, row, lr, args.epochs, args.size, args.overrides,
+                                           Path(tmp) / f"{row}-{lr}.jsonl")
+                    for row in rows for lr in lrs if (row, lr) not in done}
+            results = [done[(row, lr)] if (row, lr) in done else jobs[(row, lr)].result() for row in rows for lr in lrs]
     print(f"search took {time.perf_counter() - start:.0f} s")
     best = choose(results, default_lr=DEFAULT_LR)
     for row, r in best.items():
