@@ -65,7 +65,7 @@ def test_eval_bad_inputs_are_clear(trained, tmp_path, capsys):
 
 
 def test_weights_file_holds_only_the_ema_weights_and_evaluates_like_the_checkpoint(trained, capsys):
-    cfg, metrics, ours, official = trained
+    _, _, ours, official = trained
     state = torch.load(ours, weights_only=True)
     small = torch.load(official.with_name("weights.pth"), weights_only=True)
     assert small["format"] == WEIGHTS_FORMAT and small["from_ema"] is True and small["epoch"] == state["epoch"]

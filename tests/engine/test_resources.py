@@ -45,7 +45,7 @@ def restore_threads():
 @pytest.mark.parametrize("cpus, loaders, threads", [(2, 0, 2), (3, 1, 2), (None, 2, None)])
 def test_trainer_applies_the_plan_to_threads_and_both_loaders(tmp_path, monkeypatch, restore_threads,
                                                               cpus, loaders, threads):
-    import yolox_ray.evaluation as evaluation
+    from yolox_ray import evaluation
 
     torch.set_num_threads(1)
     cfg = tiny_cfg(str(tmp_path / "cache"), **{"data.workers": 2})
