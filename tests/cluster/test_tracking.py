@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import time
 import warnings
@@ -97,13 +99,20 @@ def test_engine_logger_writes_params_metrics_and_artifacts_and_resumes_into_the_
                 self.saved = checkpoint
                 raise KeyboardInterrupt
 
-    stopper = StopAfter()
+    class KeepEMA:  # the EMA weights each epoch ended with, to compare with the uploaded file
+        def __init__(self):
+            self.ema = {}
+
+        def on_epoch_end(self, trainer, epoch, metrics, checkpoint):
+            self.ema[epoch] = {k: v.clone() for k, v in checkpoint["ema"]["module"].items()}
+
+    stopper, kept = StopAfter(), KeepEMA()
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message="MLflow logging")  # a failed MLflow call would warn
         with pytest.raises(KeyboardInterrupt):
-            Trainer(cfg, callbacks=[tracking.MLflowTrialLogger(server.uri, run_id), stopper]).fit()
+            Trainer(cfg, callbacks=[tracking.MLflowTrialLogger(server.uri, run_id), kept, stopper]).fit()
         assert stopper.saved is not None
-        resumed = Trainer(cfg, callbacks=[tracking.MLflowTrialLogger(server.uri, run_id)], resume=stopper.saved)
+        resumed = Trainer(cfg, callbacks=[tracking.MLflowTrialLogger(server.uri, run_id), kept], resume=stopper.saved)
         summary = resumed.fit()
 
     client = tracking.client_for(server.uri)
@@ -128,15 +137,39 @@ def test_engine_logger_writes_params_metrics_and_artifacts_and_resumes_into_the_
     local = Path(client.download_artifacts(run_id, "config.yaml", str(tmp_path)))
     assert load_yaml(local) == cfg
     ckpt_path = Path(client.download_artifacts(run_id, "checkpoints/best_ckpt.pth", str(tmp_path)))
-    ckpt = torch.load(ckpt_path, weights_only=False)
-    assert ckpt["epoch"] in (2, 3) and "model" in ckpt
+    ckpt = torch.load(ckpt_path, weights_only=True)
     best_points = history(client, run_id, "best_checkpoint_AP")
     assert best_points and best_points[-1][1] == pytest.approx(max(v for _, v in history(client, run_id, "AP")))
+    _check_weights_only_artifact(ckpt, ckpt_path, cfg, kept.ema, best_points[-1], client, run_id)
     png = Path(client.download_artifacts(run_id, "curves.png", str(tmp_path))).read_bytes()
     assert png.startswith(b"\x89PNG")
     # The run is left open for its owner (the Tune trial function) to close.
     assert run.info.status == "RUNNING"
     assert resumed.tracking_run_id == run_id
+
+
+def _check_weights_only_artifact(ckpt, path, cfg, ema_by_epoch, best_point, client, run_id):
+    """MLflow's best checkpoint is the EMA weights (+ config) of the best epoch, nothing of the training
+    state, and `yolox-ray eval` reproduces the AP it was uploaded for."""
+    from yolox_ray.cli import main
+    from yolox_ray.engine.checkpoint import WEIGHTS_FORMAT
+    from yolox_ray.models import build_model
+
+    best_epoch, best_ap = best_point
+    assert set(ckpt) == {"format", "config", "model", "from_ema", "epoch", "AP", "best_ap"}
+    assert ckpt["format"] == WEIGHTS_FORMAT and ckpt["from_ema"] is True
+    assert ckpt["epoch"] == best_epoch == int(client.get_run(run_id).data.tags["best_epoch"])
+    assert ckpt["AP"] == pytest.approx(best_ap)
+    assert ckpt["config"] == to_flat_dict(cfg)
+    expected = ema_by_epoch[best_epoch]
+    assert list(ckpt["model"]) == list(build_model(cfg.model).state_dict()) == list(expected)
+    for key, value in expected.items():
+        assert torch.equal(ckpt["model"][key], value), key
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["eval", "--weights", str(path)]) == 0
+    ap_line = next(line for line in out.getvalue().splitlines() if "maxDets" in line)
+    assert float(ap_line.rsplit("=", 1)[1]) == pytest.approx(best_ap, abs=5e-4)  # printed with 3 decimals
 
 
 def test_logger_never_stops_training_when_the_server_is_gone(tmp_path, monkeypatch):

@@ -45,6 +45,18 @@ class PoisonWeights:
             next(trainer.model.parameters()).fill_(float("nan"))
 
 
+class RecordCpuUse:
+    """Writes what the worker's trainer runs with (loader processes, torch threads) to `path`."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def on_train_start(self, trainer):
+        import json
+
+        Path(self.path).write_text(json.dumps({"plan": list(vars(trainer.cpu_plan).values()),
+                                               "loaders": trainer.train_loader.loader.num_workers,
+                                               "threads": torch.get_num_threads()}))
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +131,20 @@ def test_nonfinite_loss_fails_the_run_with_the_message(ray_cluster, cache_dir, t
     with pytest.raises(Exception, match=r"non-finite loss at iteration 0") as info:
         trainer.fit()
     assert "obj=" in str(info.value)
+
+
+def test_worker_fits_its_loaders_and_threads_in_cpus_per_worker(ray_cluster, cache_dir, tmp_path):
+    import json
+
+    from yolox_ray.cluster.train import make_trainer
+
+    record = tmp_path / "cpu_use.json"
+    cfg = tiny_cfg(cache_dir, **{"data.workers": 2, "train.epochs": 1, "train.no_aug_epochs": 0, "train.warmup_epochs": 0,
+                                 "train.max_iters": 1})
+    make_trainer(cfg, run_name="cpus", storage_path=str(tmp_path), num_workers=1, cpus_per_worker=2,
+                 max_failures=0, worker_callbacks=[RecordCpuUse(str(record))]).fit()
+    seen = json.loads(record.read_text())
+    assert seen == {"plan": [2, 0, 2], "loaders": 0, "threads": 2}  # 2 CPUs: data in-process, 2 threads
 
 
 @pytest.mark.slow

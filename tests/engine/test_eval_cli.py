@@ -7,7 +7,7 @@ import torch
 
 from yolox_ray.cli import main
 from yolox_ray.engine import Trainer
-from yolox_ray.engine.checkpoint import save_checkpoint
+from yolox_ray.engine.checkpoint import WEIGHTS_FORMAT, save_checkpoint, weights_file
 from tiny_config import tiny_cfg
 
 
@@ -27,6 +27,7 @@ def trained(tmp_path_factory):
     ours = save_checkpoint(state, tmp / "ours.pt")
     official = tmp / "official.pth"
     torch.save({"model": state["ema"]["module"], "start_epoch": 1}, official)  # the model-zoo layout
+    torch.save(weights_file(state), tmp / "weights.pth")  # what MLflow receives
     return cfg, metrics, ours, official
 
 
@@ -61,3 +62,19 @@ def test_eval_bad_inputs_are_clear(trained, tmp_path, capsys):
     # official weights with the wrong architecture: the loader's mismatch report, as a config error
     assert main(["eval", "--weights", str(official), "--model", "yolox_s", "model.num_classes=8"]) == 2
     assert "does not fit this model" in capsys.readouterr().err
+
+
+def test_weights_file_holds_only_the_ema_weights_and_evaluates_like_the_checkpoint(trained, capsys):
+    _, _, ours, official = trained
+    state = torch.load(ours, weights_only=True)
+    small = torch.load(official.with_name("weights.pth"), weights_only=True)
+    assert small["format"] == WEIGHTS_FORMAT and small["from_ema"] is True and small["epoch"] == state["epoch"]
+    assert "optimizer" not in small and "rng" not in small and small["config"] == state["config"]
+    assert list(small["model"]) == list(state["ema"]["module"])
+    assert all(torch.equal(small["model"][k], v) for k, v in state["ema"]["module"].items())
+    assert any(not torch.equal(state["model"][k], v) for k, v in state["ema"]["module"].items())  # EMA, not raw
+    assert official.with_name("weights.pth").stat().st_size < 0.5 * ours.stat().st_size
+    assert main(["eval", "--weights", str(ours)]) == 0
+    ours_out = _stats(capsys.readouterr().out)
+    assert main(["eval", "--weights", str(official.with_name("weights.pth"))]) == 0  # config from the file
+    assert _stats(capsys.readouterr().out) == ours_out

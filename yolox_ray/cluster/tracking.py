@@ -39,7 +39,8 @@ Metric names written by `MLflowTrialLogger`:
   without an evaluation, so curves show real points only;
 - ``best_checkpoint_AP`` (step = epoch) each time ``checkpoints/best_ckpt.pth`` is uploaded.
 
-Artifacts: ``config.yaml`` (resolved config), ``checkpoints/best_ckpt.pth``,
+Artifacts: ``config.yaml`` (resolved config), ``checkpoints/best_ckpt.pth`` (the EMA weights and
+config of the best evaluation so far, `engine.checkpoint.weights_file`; loads into ``yolox-ray eval``),
 ``per_class_ap/epoch_NNN.csv`` (when the epoch metrics carry ``per_class_ap``), ``curves.png``.
 The driver's dataset checks (`log_data_checks`, from `make_trainer`): metrics ``data/<split>/...``
 (unreadable images, skipped annotations, ...) and ``data_checks/summary.json`` +
@@ -742,11 +743,15 @@ class MLflowTrialLogger:
                 self._safe("best_epoch tag", self.client.set_tag, self.run_id, "best_epoch", str(int(epoch)))
 
     def _upload_checkpoint(self, checkpoint: Mapping[str, Any]) -> bool:
+        """Upload the EMA weights + config only (`engine.checkpoint.weights_file`): Ray's checkpoint
+        is the one full-state copy, so MLflow need not hold the raw model and optimizer again."""
         import torch
+
+        from yolox_ray.engine.checkpoint import weights_file
 
         with tempfile.TemporaryDirectory(prefix="yolox_ckpt_") as tmp:
             path = Path(tmp) / "best_ckpt.pth"
-            torch.save(dict(checkpoint), path)
+            torch.save(weights_file(dict(checkpoint)), path)
             self.client.log_artifact(self.run_id, str(path), "checkpoints")
         return True
 

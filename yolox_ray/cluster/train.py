@@ -217,13 +217,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     """Runs on every Ray Train worker: build from the flat config, resume, train under DDP."""
     import ray.train
     import ray.train.torch
-    import torch
 
     from yolox_ray.engine import Trainer
     from yolox_ray.engine.checkpoint import load_checkpoint
 
-    if config.get("threads"):
-        torch.set_num_threads(int(config["threads"]))
     cfg = from_flat_dict(config["config"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -244,7 +241,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         callbacks.append(MLflowTrialLogger(**tracking))
     callbacks.append(_RayReporter())
     try:
-        trainer = Trainer(cfg, callbacks=callbacks, rank=rank, world_size=world, device=device, resume=resume)
+        trainer = Trainer(cfg, callbacks=callbacks, rank=rank, world_size=world, device=device, resume=resume,
+                          cpus=config.get("cpus"))  # loader processes + threads fit cpus_per_worker
         if tracking and tracking.get("run_id"):
             trainer.tracking_run_id = tracking["run_id"]
         return trainer.fit()
@@ -326,7 +324,7 @@ def make_trainer(
         "config": to_flat_dict(cfg),
         "tracking": dict(tracking) if tracking else None,
         "worker_callbacks": list(worker_callbacks),
-        "threads": max(1, int(cpus_per_worker)),
+        "cpus": float(cpus_per_worker),
     }
     return RetryingTrainer(lambda: TorchTrainer(
         train_loop_per_worker,

@@ -149,8 +149,10 @@ class TrainLoader:
 
 
 def build_train_loader(cfg: ExperimentConfig, dataset: COCODataset, rank: int = 0, world_size: int = 1,
-                       seed: int | None = None, batch_size: int | None = None) -> TrainLoader:
-    """The training loader for one rank; per-rank batch = train.batch_size // world_size by default."""
+                       seed: int | None = None, batch_size: int | None = None,
+                       workers: int | None = None) -> TrainLoader:
+    """The training loader for one rank; per-rank batch = train.batch_size // world_size and
+    `workers` = data.workers by default (the trainer passes its `engine.resources` plan)."""
     if batch_size is None:
         if cfg.train.batch_size < world_size:
             raise ValueError(f"train.batch_size {cfg.train.batch_size} is smaller than world_size {world_size}")
@@ -160,7 +162,7 @@ def build_train_loader(cfg: ExperimentConfig, dataset: COCODataset, rank: int = 
     if len(samples.labelled) == 0:
         raise ValueError(f"{dataset.ann_file}: no image has a box; nothing to train on")
     sampler = EpochBatchSampler(len(dataset), batch_size, seed, rank, world_size, cfg.train)
-    return TrainLoader(samples, sampler, cfg.data.workers)
+    return TrainLoader(samples, sampler, cfg.data.workers if workers is None else workers)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 FORMAT = "yolox_ray.checkpoint/1"
+WEIGHTS_FORMAT = "yolox_ray.weights/1"
 FILENAME = "checkpoint.pt"
 
 
@@ -86,8 +87,32 @@ def is_training_checkpoint(state: Any) -> bool:
     return isinstance(state, dict) and state.get("format") == FORMAT
 
 
+def is_weights_file(state: Any) -> bool:
+    return isinstance(state, dict) and state.get("format") == WEIGHTS_FORMAT
+
+
 def eval_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The weights to evaluate/deploy: the EMA copy when present, else the raw model."""
     if state.get("ema") is not None:
         return state["ema"]["module"]
     return state["model"]
+
+
+def weights_file(state: dict[str, Any]) -> dict[str, Any]:
+    """The deployable part of a training state: its eval (EMA) weights, config, epoch and AP.
+
+    This is what MLflow stores as the best model: about a third of the full state (no raw model,
+    no optimizer momenta, no RNG), since Ray's checkpoint already is the one full copy to resume
+    from. The weights sit under ``"model"`` as in an official model-zoo file, so both
+    `yolox-ray eval --weights` (which reads the config from it) and official tools load it.
+    """
+    last = state.get("last_eval") or {}
+    return {
+        "format": WEIGHTS_FORMAT,
+        "config": state.get("config"),
+        "model": eval_weights(state),
+        "from_ema": state.get("ema") is not None,
+        "epoch": state.get("epoch"),
+        "AP": last.get("AP"),
+        "best_ap": state.get("best_ap"),
+    }

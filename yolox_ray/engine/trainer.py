@@ -31,6 +31,7 @@ from yolox_ray.data.schedule import phase, should_evaluate
 from yolox_ray.engine.checkpoint import FORMAT, get_rng_state, load_checkpoint, set_rng_state
 from yolox_ray.engine.ema import ModelEMA
 from yolox_ray.engine.optim import LRSchedule, build_optimizer, set_lr
+from yolox_ray.engine.resources import plan_cpus
 from yolox_ray.losses import DIAGNOSTIC_SUMS, diagnostics_means
 from yolox_ray.metrics import AP50_LOW_CONF, AP_LOW_CONF, COCO_STAT_KEYS
 
@@ -75,7 +76,12 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 class Trainer:
-    """Train `cfg` on this rank. `resume`: a checkpoint dict or path (file or directory)."""
+    """Train `cfg` on this rank. `resume`: a checkpoint dict or path (file or directory).
+
+    `cpus`: the CPUs this process was given (Ray's `cpus_per_worker`); the loader processes and torch
+    threads then follow `engine.resources.plan_cpus` (`self.cpu_plan`). None: `data.workers` loader
+    processes and torch's thread count as they are (a bare engine run in a shell or test).
+    """
 
     def __init__(
         self,
@@ -85,6 +91,7 @@ class Trainer:
         world_size: int = 1,
         device: torch.device | str | None = None,
         resume: dict | str | Path | None = None,
+        cpus: float | None = None,
     ):
         if cfg.train.batch_size % world_size:
             raise ConfigError(f"train.batch_size: {cfg.train.batch_size} is not divisible by {world_size} workers")
@@ -98,6 +105,10 @@ class Trainer:
         self.device = torch.device(device) if device is not None else torch.device(
             "cuda" if torch.cuda.is_available() else "cpu")
         self.amp = cfg.train.amp and self.device.type == "cuda"
+        self.cpu_plan = plan_cpus(cpus, cfg.data.workers, self.device.type == "cuda") if cpus is not None else None
+        if self.cpu_plan is not None:
+            torch.set_num_threads(self.cpu_plan.threads)
+        self.data_workers = self.cpu_plan.data_workers if self.cpu_plan is not None else cfg.data.workers
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = not cfg.train.deterministic
         if cfg.train.deterministic:
@@ -128,7 +139,8 @@ class Trainer:
             raise ConfigError(f"model.num_classes: the model has {cfg.model.num_classes} classes but "
                               f"{self.paths.train_ann} has {self.train_set.num_classes}")
         self._val_set = None  # built on first evaluation (rank 0 only)
-        self.train_loader = build_train_loader(cfg, self.train_set, self.rank, self.world_size, cfg.train.seed)
+        self.train_loader = build_train_loader(cfg, self.train_set, self.rank, self.world_size, cfg.train.seed,
+                                               workers=self.data_workers)
         iters = len(self.train_loader)
         if cfg.train.max_iters is not None:
             iters = min(iters, cfg.train.max_iters)
@@ -390,7 +402,7 @@ class Trainer:
             with torch.no_grad():
                 cfg = self.cfg if conf_thresh is None else replace(
                     self.cfg, eval=replace(self.cfg.eval, conf_thresh=conf_thresh))
-                return evaluate(model, cfg=cfg, dataset=self._val_set, device=self.device)
+                return evaluate(model, cfg=cfg, dataset=self._val_set, device=self.device, workers=self.data_workers)
         finally:
             model.train(was_training)
 

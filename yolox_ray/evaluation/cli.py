@@ -1,5 +1,6 @@
 """`yolox-ray eval --weights CKPT [--data ...]`: COCO evaluation of one of our training checkpoints
-(its EMA weights and its own config) or of an official model-zoo `.pth` (config from `--model`).
+(its EMA weights and its own config), of our weights-only file (MLflow's `checkpoints/best_ckpt.pth`:
+EMA weights and config) or of an official model-zoo `.pth` (config from `--model`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def load_for_eval(weights: str | Path, *, model: str = "yolox_nano", data: str |
     """(config, model with the weights loaded) for a checkpoint of ours or an official `.pth`."""
     import torch
 
-    from yolox_ray.engine.checkpoint import eval_weights, is_training_checkpoint
+    from yolox_ray.engine.checkpoint import eval_weights, is_training_checkpoint, is_weights_file
     from yolox_ray.models import build_model, load_official_weights
     from yolox_ray.models.weights import WeightsError
 
@@ -49,7 +50,7 @@ def load_for_eval(weights: str | Path, *, model: str = "yolox_nano", data: str |
     except Exception as exc:  # noqa: BLE001 - torch raises many types for unreadable files
         raise ConfigError(f"--weights: {path} is not a readable PyTorch checkpoint ({type(exc).__name__})") from None
 
-    ours = is_training_checkpoint(state)
+    ours = is_training_checkpoint(state) or is_weights_file(state)
     if ours:
         cfg: ExperimentConfig = from_flat_dict(state["config"])
     else:
