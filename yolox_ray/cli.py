@@ -1,4 +1,4 @@
-"""`yolox-ray` command line: info | data | config | train | eval | tune | ablate | report | ui.
+"""`yolox-ray` command line: info | data | config | train | eval | tune | ablate | report | dashboard | ui.
 
 Only argument parsing lives here; each command calls one plain function in the package, imported
 lazily so that `yolox-ray info` does not pay for importing Ray.
@@ -92,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None)
     p.add_argument("--tracking-uri", default=None)
 
+    p = sub.add_parser("dashboard", help="start optuna-dashboard on a search study's Optuna storage, on 127.0.0.1")
+    p.add_argument("--study", required=True, help="study name (under --out) or study directory")
+    p.add_argument("--out", default=None, help="studies root folder (default ./studies_out, as for `tune`)")
+    p.add_argument("--port", type=int, default=8080)
+
     p = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1")
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--mlruns", default="mlruns")
@@ -122,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             from yolox_ray.report import run_report_cli
             return run_report_cli(args)
+        if args.command == "dashboard":
+            from yolox_ray.dashboard import run_dashboard_cli
+            return run_dashboard_cli(args)
         if args.command == "ui":
             from yolox_ray.cluster.tracking import run_ui_cli
             return run_ui_cli(args)

@@ -1,0 +1,142 @@
+"""Optuna's own analysis of a search study: importances and `optuna.visualization` figures.
+
+Ray's OptunaSearch tells Optuna an ASHA-stopped trial as COMPLETE with the value of its last rung
+(an earlier epoch), so everything that compares trial values (importances, slices, parallel
+coordinates, the k x radius contour) uses the full-length trials only; the optimisation history
+shows every trial and marks the early-stopped ones. Figures are plotly objects; the report embeds
+them with plotly.js inlined once, so the HTML works offline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+K_PARAM = "assign.candidate_k"
+RADIUS_PARAM = "assign.center_radius"
+
+
+class OptunaAnalysisError(RuntimeError):
+    """The Optuna study cannot be analysed (missing, ambiguous, too few full-length trials)."""
+
+
+def load_optuna_study(storage: str, study_name: str | None) -> Any:
+    """The Optuna study `study_name` in `storage`; the only study there when no name is given."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if study_name is None:
+        names = optuna.get_all_study_names(storage=storage)
+        if len(names) != 1:
+            raise OptunaAnalysisError(f"Optuna storage {storage} holds {len(names)} studies {names}; name one")
+        study_name = names[0]
+    try:
+        return optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError as exc:  # optuna: "Record does not exist."
+        raise OptunaAnalysisError(f"no Optuna study {study_name!r} in {storage}") from exc
+
+
+def full_length_trials(study: Any) -> tuple[list[Any], list[Any]]:
+    """(full-length, early-stopped) COMPLETE trials of an Optuna study.
+
+    OptunaSearch reports one intermediate value per epoch (step = Tune's training iteration), so a
+    trial is early-stopped when it reported fewer steps than the longest trial of the study.
+    """
+    import optuna
+
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    steps = {t.number: max(t.intermediate_values, default=0) for t in complete}
+    longest = max(steps.values(), default=0)
+    full = [t for t in complete if steps[t.number] >= longest]
+    return full, [t for t in complete if steps[t.number] < longest]
+
+
+def subset_study(study: Any, trials: list[Any]) -> Any:
+    """An in-memory study holding only `trials` (same directions), for Optuna's functions."""
+    import optuna
+
+    subset = optuna.create_study(directions=study.directions)
+    subset.add_trials(trials)
+    return subset
+
+
+def importances(study: Any) -> dict[str, float]:
+    """Optuna's default importances (PED-ANOVA) over the full-length trials only (>= 2 needed)."""
+    import optuna
+
+    full, early = full_length_trials(study)
+    if len(full) < 2:
+        raise OptunaAnalysisError(f"Optuna study {study.study_name!r} has {len(full)} full-length complete trials "
+                                  f"({len(early)} early-stopped ones left out); importances need >= 2")
+    return dict(optuna.importance.get_param_importances(subset_study(study, full)))
+
+
+@dataclass(frozen=True)
+class OptunaFigure:
+    plot_id: str  # the HTML element id
+    title: str
+    caption: str
+    figure: Any  # plotly.graph_objects.Figure
+
+
+def _history(study: Any, early: list[Any]) -> Any:
+    import plotly.graph_objects as go
+    from optuna.visualization import plot_optimization_history
+
+    fig = plot_optimization_history(study)
+    if early:
+        fig.add_trace(go.Scatter(
+            x=[t.number for t in early], y=[t.value for t in early], mode="markers",
+            name="early-stopped by ASHA (value at its last rung)",
+            marker={"symbol": "x-thin-open", "size": 13, "line": {"width": 2}, "color": "crimson"}))
+    return fig
+
+
+def optuna_figures(study: Any) -> tuple[list[OptunaFigure], list[str]]:
+    """Optuna's plots of `study` and notes on the plots left out (and why).
+
+    History: every complete trial, early-stopped ones marked. Parallel coordinates, slices and the
+    k x radius contour (when both were searched): the full-length trials only.
+    """
+    from optuna.visualization import plot_contour, plot_parallel_coordinate, plot_slice
+
+    full, early = full_length_trials(study)
+    figures: list[OptunaFigure] = []
+    notes: list[str] = []
+
+    def add(plot_id: str, title: str, caption: str, fig: Any) -> None:
+        fig.update_layout(height=460, margin={"l": 60, "r": 30, "t": 50, "b": 50})
+        figures.append(OptunaFigure(plot_id, title, caption, fig))
+
+    if not full:
+        return figures, [f"Optuna study {study.study_name!r} has no complete trial: no Optuna plots"]
+    n_early = f"; {len(early)} early-stopped trials marked ×" if early else ""
+    add("plot-optuna-history", "Optimisation history", f"Every complete Optuna trial in order{n_early}.",
+        _history(study, early))
+    if len(full) < 2:
+        notes.append(f"only {len(full)} full-length trial: no parallel-coordinate, slice or contour plot")
+        return figures, notes
+    sub = subset_study(study, full)
+    scope = f"The {len(full)} full-length trials."
+    add("plot-optuna-parallel", "Parallel coordinates", scope, plot_parallel_coordinate(sub))
+    add("plot-optuna-slice", "Slices", scope, plot_slice(sub))
+    if all(K_PARAM in t.params and RADIUS_PARAM in t.params for t in full):
+        add("plot-optuna-contour", "SimOTA k × centre radius",
+            scope + " Contour of the objective over the two searched SimOTA parameters.",
+            plot_contour(sub, params=[K_PARAM, RADIUS_PARAM]))
+    else:
+        notes.append(f"{K_PARAM} and {RADIUS_PARAM} were not both searched: no k × radius contour")
+    return figures, notes
+
+
+def figure_html(fig: OptunaFigure) -> str:
+    """The figure as a <div> (plotly.js is not included: the page inlines it once)."""
+    return fig.figure.to_html(full_html=False, include_plotlyjs=False, div_id=fig.plot_id,
+                              config={"displaylogo": False, "responsive": True})
+
+
+def plotly_js() -> str:
+    """plotly.js itself (the copy bundled with the plotly package), to inline once per page."""
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs()

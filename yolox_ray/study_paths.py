@@ -1,0 +1,18 @@
+"""Where a study lives on disk, defined once and import-light (no torch, no Ray).
+
+`yolox-ray tune` writes a study into `<studies root>/<name>/` (`--out`, default `studies_out`),
+with its Optuna RDB storage `optuna.db` inside; the Optuna study's name is the study's name.
+The report and `yolox-ray dashboard` read it from here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DEFAULT_STUDIES_ROOT = "studies_out"
+OPTUNA_DB = "optuna.db"
+
+
+def optuna_storage_url(study_dir: str | Path) -> str:
+    """The SQLite URL of a study directory's Optuna storage (whether or not the file exists yet)."""
+    return f"sqlite:///{Path(study_dir).expanduser().resolve() / OPTUNA_DB}"
