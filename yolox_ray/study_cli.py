@@ -15,6 +15,7 @@ from typing import Any, Callable
 import yaml
 
 from yolox_ray.config import ConfigError
+from yolox_ray.study_paths import DEFAULT_STUDIES_ROOT
 
 # The shipped study files: the single definition of each search (the scripts load and extend them).
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -33,7 +34,7 @@ def add_study_args(p: argparse.ArgumentParser, *, name_help: str, max_concurrent
     p.add_argument("--max-concurrent", type=int, default=max_concurrent,
                    help=max_concurrent_help or ("trials at once (capped by what the cluster fits)" if max_concurrent else
                                                 "trials at once (default: as many as the cluster fits)"))
-    p.add_argument("--out", default="studies_out", help="studies folder (shared storage on a cluster)")
+    p.add_argument("--out", default=DEFAULT_STUDIES_ROOT, help="studies folder (shared storage on a cluster)")
     p.add_argument("--name", default=None, help=name_help)
     p.add_argument("--tracking-uri", default=None, help="MLflow server; default: a local one over ./mlruns")
     p.add_argument("--mlruns", default="mlruns", help="the local MLflow store when --tracking-uri is not given")

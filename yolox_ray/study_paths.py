@@ -1,6 +1,6 @@
 """Where a study lives on disk, defined once and import-light (no torch, no Ray).
 
-`yolox-ray tune` writes a study into `<studies root>/<name>/` (`--out`, default `studies_out`),
+`yolox-ray tune` and the study scripts write a study into `<studies root>/<name>/` (`--out`, default `studies_out`),
 with its Optuna RDB storage `optuna.db` inside; the Optuna study's name is the study's name.
 The report and `yolox-ray dashboard` read it from here.
 """

@@ -55,6 +55,7 @@ from yolox_ray.cluster.progress import StudyCallback  # noqa: F401  (pickled in 
 from yolox_ray.cluster.ray_setup import TRIAL_SLOT, init_ray, set_ray_env_defaults
 from yolox_ray.config import ExperimentConfig
 from yolox_ray.study import (  # noqa: F401  (re-exported)
+from yolox_ray.study_paths import DEFAULT_STUDIES_ROOT, optuna_storage_url
     ROW_KEY,
     SEED_KEY,
     SearchParam,
@@ -261,7 +262,7 @@ def _build_tuner_parts(spec: StudySpec, ctx: _TrialContext, study_dir: Path, con
         sampler_kwargs: dict[str, Any] = {"seed": spec.seed}
         if spec.startup_trials is not None:
             sampler_kwargs["n_startup_trials"] = spec.startup_trials
-        storage = optuna.storages.RDBStorage(f"sqlite:///{study_dir / 'optuna.db'}")
+        storage = optuna.storages.RDBStorage(optuna_storage_url(study_dir))
         # Warm start: the first trial is the base config's values (the official defaults), unless the
         # Optuna study already has trials (an appended or restored study keeps its own first trial).
         existing = [s for s in optuna.get_all_study_summaries(storage) if s.study_name == spec.name]
@@ -288,7 +289,7 @@ def _build_tuner_parts(spec: StudySpec, ctx: _TrialContext, study_dir: Path, con
     return trainable, tune_config, run_config
 
 
-def run_study(spec: StudySpec, *, address: str | None = None, storage_root: str | Path = "studies_out",
+def run_study(spec: StudySpec, *, address: str | None = None, storage_root: str | Path = DEFAULT_STUDIES_ROOT,
               tracking_uri: str | None = None, mlruns: str | Path = "mlruns", resume: bool = False,
               num_cpus: int | None = None, ray_temp_dir: str | None = None,
               tracking_insecure: bool = False) -> StudyResult:
@@ -340,7 +341,7 @@ def run_study(spec: StudySpec, *, address: str | None = None, storage_root: str 
                       "preset": spec.preset_name(spec.rows[0] if len(spec.rows) == 1 else None),
                       "num_trials": spec.total_trials(), "paper_reference": spec.paper_reference,
                       "early_stop": spec.early_stopping, "study_dir": str(study_dir),
-                      "optuna_storage": f"sqlite:///{study_dir / 'optuna.db'}" if spec.searcher == "optuna" else None,
+                      "optuna_storage": optuna_storage_url(study_dir) if spec.searcher == "optuna" else None,
                       "optuna_study": spec.name if spec.searcher == "optuna" else None})
             if not restoring:
                 client = tracking.client_for(uri)
@@ -453,7 +454,7 @@ def run_tune_cli(args: Any) -> int:
         if not args.study:
             raise StudyError("tune: give --study FILE (or --resume STUDY_DIR)")
         spec = load_study(args.study)
-        storage_root = Path(args.out or getattr(args, "storage", None) or "studies_out")
+        storage_root = Path(args.out or getattr(args, "storage", None) or DEFAULT_STUDIES_ROOT)
     spec = with_cli_args(spec, args)
     result = run_study(spec, address=args.address, storage_root=storage_root, tracking_uri=args.tracking_uri,
                        resume=bool(args.resume), tracking_insecure=bool(getattr(args, "tracking_insecure", False)))
