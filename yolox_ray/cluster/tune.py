@@ -55,7 +55,6 @@ from yolox_ray.cluster.progress import StudyCallback  # noqa: F401  (pickled in 
 from yolox_ray.cluster.ray_setup import TRIAL_SLOT, init_ray, set_ray_env_defaults
 from yolox_ray.config import ExperimentConfig
 from yolox_ray.study import (  # noqa: F401  (re-exported)
-from yolox_ray.study_paths import DEFAULT_STUDIES_ROOT, optuna_storage_url
     ROW_KEY,
     SEED_KEY,
     SearchParam,
@@ -69,6 +68,7 @@ from yolox_ray.study_paths import DEFAULT_STUDIES_ROOT, optuna_storage_url
     with_changes,
     with_cli_args,
 )
+from yolox_ray.study_paths import DEFAULT_STUDIES_ROOT, optuna_storage_url
 
 # The spec, its validation and YAML live in the Ray-free yolox_ray.study (re-exported here).
 __all__ = ["ROW_KEY", "SEED_KEY", "SearchParam", "StudyError", "StudyResult", "StudyRow", "StudySpec", "TrialRecord",
