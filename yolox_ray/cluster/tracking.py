@@ -626,7 +626,7 @@ class MLflowTrialLogger:
         self._client = None
         self._buffer: list[Any] = []
         self._last_flush = time.monotonic()
-        self._outbox: queue.Queue[list[Any] | None] = queue.Queue()
+        self._outbox: queue.Queue[list[Any]] = queue.Queue()
         self._sender: threading.Thread | None = None
         self._best_logged: float | None = None
         self._warned: set[str] = set()

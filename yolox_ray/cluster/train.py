@@ -234,7 +234,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
 
     callbacks: list[Any] = list(config.get("worker_callbacks") or ())
     tracking = config.get("tracking")
-    _check_worker_inputs(cfg, tracking, rank)
+    _check_tracking_reachable(tracking, rank)
     if tracking and rank == 0:
         from yolox_ray.cluster.tracking import MLflowTrialLogger
 
@@ -247,29 +247,31 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             trainer.tracking_run_id = tracking["run_id"]
         return trainer.fit()
     except deterministic_errors() as exc:  # the same inputs give the same error: the driver must not retry
-        raise DeterministicError(f"{type(exc).__name__}: {exc}") from exc
+        from yolox_ray.data import DatasetError
+
+        where = ""
+        if isinstance(exc, DatasetError):  # the driver checked its own view of the data only
+            where = f" ({_worker_location(rank)}: every node needs the dataset at the same path, e.g. a shared mount)"
+        raise DeterministicError(f"{type(exc).__name__}: {exc}{where}") from exc
 
 
-def _check_worker_inputs(cfg: ExperimentConfig, tracking: Mapping[str, str] | None, rank: int) -> None:
-    """What this worker's node must see, checked before training: the dataset paths (the driver checked
-    its own view only) and, on rank 0, the tracking server. Failures name the node and the path/URI
-    and are deterministic (not retried)."""
+def _worker_location(rank: int) -> str:
     from yolox_ray.cluster.ray_setup import node_ip
-    from yolox_ray.data import DatasetError, resolve_dataset
 
-    where = f"Train worker rank {rank} on node {node_ip()}"
+    return f"Train worker rank {rank} on node {node_ip()}"
+
+
+def _check_tracking_reachable(tracking: Mapping[str, str] | None, rank: int) -> None:
+    """Rank 0 logs to the tracking server: fail now, naming node and URI, if it cannot reach it (the
+    logger would otherwise swallow every call into a warning). Deterministic, so not retried."""
+    if not tracking or rank != 0:
+        return
+    from yolox_ray.cluster.tracking import TrackingUnreachableError, check_reachable
+
     try:
-        resolve_dataset(cfg.data)
-    except DatasetError as exc:
-        raise DeterministicError(f"DatasetError: {where}: {exc} (every node needs the dataset at the same "
-                                 f"path, e.g. a shared mount)") from exc
-    if tracking and rank == 0:
-        from yolox_ray.cluster.tracking import TrackingUnreachableError, check_reachable
-
-        try:
-            check_reachable(tracking["tracking_uri"], where)
-        except TrackingUnreachableError as exc:
-            raise DeterministicError(f"TrackingUnreachableError: {exc}") from exc
+        check_reachable(tracking["tracking_uri"], _worker_location(rank))
+    except TrackingUnreachableError as exc:
+        raise DeterministicError(f"TrackingUnreachableError: {exc}") from exc
 
 
 # ------------------------------------------------------------------------------------------------
