@@ -13,6 +13,7 @@ from typing import Any
 
 from yolox_ray.study_paths import DEFAULT_STUDIES_ROOT, OPTUNA_DB, optuna_storage_url
 
+
 class DashboardError(RuntimeError):
     """The study, its Optuna storage or the Optuna study in it does not exist."""
 
@@ -31,11 +32,11 @@ def study_storage(name_or_dir: str, root: str | Path = DEFAULT_STUDIES_ROOT) -> 
     study_dir = given if given.is_dir() else Path(root).expanduser() / name_or_dir
     if not study_dir.is_dir():
         raise DashboardError(f"no study {name_or_dir!r}: not a directory, and no {study_dir.resolve()}/ "
-                         "(give the study's directory, or --out for another studies root)")
+                             "(give the study's directory, or --out for another studies root)")
     db = study_dir / OPTUNA_DB
     if not db.is_file():
         raise DashboardError(f"study {study_dir.name!r} has no Optuna storage {db.resolve()} "
-                         "(only Optuna-searched studies have one)")
+                             "(only Optuna-searched studies have one)")
     storage = optuna_storage_url(study_dir)
     names = optuna.get_all_study_names(storage=storage)
     if study_dir.name not in names:
