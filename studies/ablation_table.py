@@ -39,7 +39,7 @@ from yolox_ray.cluster import tracking
 from yolox_ray.cluster.train import validate_run
 from yolox_ray.cluster.tune import StudyRow, StudySpec, run_study
 from yolox_ray.config import ConfigError, ExperimentConfig
-from yolox_ray.metrics import AP50_LOW_CONF, AP_LOW_CONF
+from yolox_ray.metrics import AP, AP50, AP50_LOW_CONF, AP_LOW_CONF, TRAIN_SECONDS
 from yolox_ray.models import WeightsError, build_model, count_gflops, count_params, load_backbone_weights
 from yolox_ray.report import build_report
 from yolox_ray.study_cli import add_study_args, run_script, study_data, study_overrides
@@ -84,7 +84,7 @@ def trial_result(t) -> TrialResult:
     if t.status == "failed":
         return TrialResult(row=t.row, seed=t.seed, ap=None, ap50=None)
     m = t.metrics
-    return TrialResult(row=t.row, seed=t.seed, ap=m.get("AP"), ap50=m.get("AP50"), seconds=m.get("train_seconds"),
+    return TrialResult(row=t.row, seed=t.seed, ap=m.get(AP), ap50=m.get(AP50), seconds=m.get(TRAIN_SECONDS),
                        ap_low_conf=m.get(AP_LOW_CONF), ap50_low_conf=m.get(AP50_LOW_CONF))
 
 

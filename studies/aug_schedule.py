@@ -23,10 +23,11 @@ import math
 from dataclasses import replace
 
 from yolox_ray.cluster import tracking
-from yolox_ray.cluster.tune import SearchParam, print_result, run_study
+from yolox_ray.cluster.tune import SearchParam, run_study
 from yolox_ray.config import TrainConfig
 from yolox_ray.report import write_search_outputs
 from yolox_ray.study_cli import CONFIGS, add_study_args, run_script, study_from_file
+from yolox_ray.tune_cli import print_result
 
 STUDY_FILE = CONFIGS / "tune_aug_schedule.yaml"
 NO_AUG_KEY = "train.no_aug_epochs"

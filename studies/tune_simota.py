@@ -24,10 +24,12 @@ import argparse
 import json
 
 from yolox_ray.cluster import tracking
-from yolox_ray.cluster.tune import SearchParam, print_result, run_study
+from yolox_ray.cluster.tune import SearchParam, run_study
 from yolox_ray.config import ConfigError
+from yolox_ray.metrics import AP
 from yolox_ray.report import k_points, plot_k_curve, write_search_outputs
 from yolox_ray.study_cli import CONFIGS, add_study_args, run_script, study_from_file
+from yolox_ray.tune_cli import print_result
 
 STUDY_FILE = CONFIGS / "tune_simota.yaml"
 K_GRID_FILE = CONFIGS / "tune_k_sweep.yaml"
@@ -78,12 +80,12 @@ def main(argv: list[str] | None = None) -> int:
         out = result.study_dir
 
         # k-vs-AP: AP mean ± std over the full-length trials (seeds, or other sampled values) at each k.
-        points = k_points((int(t.params.get(K_KEY, base.assign.candidate_k)), t.metrics.get("AP"))
-                          for t in result.trials if t.status == "finished" and t.metrics.get("AP") is not None)
+        points = k_points((int(t.params.get(K_KEY, base.assign.candidate_k)), t.metrics.get(AP))
+                          for t in result.trials if t.status == "finished" and t.metrics.get(AP) is not None)
         if points:
             plot_k_curve(points, out / "k_curve.png")
             (out / "k_curve.json").write_text(json.dumps([p.__dict__ for p in points], indent=1))
-            print("\nk   AP (%)  ± std   n")
+            print(f"\nk   {AP} (%)  ± std   n")
             for p in points:
                 print(f"{p.k:<3} {p.ap_mean:6.2f}  {p.ap_std:5.2f}  {p.n}")
             print(f"k curve: {out / 'k_curve.png'}")

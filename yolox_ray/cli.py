@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             from yolox_ray.evaluation.cli import run_eval_cli
             return run_eval_cli(args)
         if args.command == "tune":
-            from yolox_ray.cluster.tune import run_tune_cli
+            from yolox_ray.tune_cli import run_tune_cli
             return run_tune_cli(args)
         if args.command == "report":
             from yolox_ray.report import run_report_cli

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from yolox_ray.ablation import PAPER_TABLE2
+from yolox_ray.metrics import AP, AP50, LOSS
 from yolox_ray.optuna_analysis import (
     OptunaAnalysisError,
     figure_html,
@@ -47,7 +48,6 @@ from yolox_ray.optuna_analysis import importances as _optuna_importances
 from yolox_ray.study_paths import optuna_storage_url
 
 K_PARAM = "assign.candidate_k"
-LOSS_METRIC = "loss"  # the trainer's epoch loss (yolox_ray.engine.trainer), logged every epoch
 STUDY_TAG = "study"
 PARENT_TAG = "mlflow.parentRunId"
 OPTUNA_STORAGE_TAG = "optuna_storage"
@@ -76,12 +76,12 @@ class TrialRun:
 
     @property
     def ap(self) -> float | None:
-        value = self.metrics.get("AP")
+        value = self.metrics.get(AP)
         return value if value is not None and math.isfinite(value) else None
 
     @property
     def ap50(self) -> float | None:
-        value = self.metrics.get("AP50")
+        value = self.metrics.get(AP50)
         return value if value is not None and math.isfinite(value) else None
 
 
@@ -129,9 +129,9 @@ def load_study(tracking_uri: str, study: str) -> StudyRuns:
         children += [r for r in by_parent if r.info.run_id not in seen]
     trials = []
     for r in sorted(children, key=lambda r: r.info.start_time or 0):
-        history = tuple(sorted((int(m.step), float(m.value)) for m in client.get_metric_history(r.info.run_id, "AP")))
+        history = tuple(sorted((int(m.step), float(m.value)) for m in client.get_metric_history(r.info.run_id, AP)))
         losses = tuple(sorted((int(m.step), float(m.value))
-                              for m in client.get_metric_history(r.info.run_id, LOSS_METRIC)))
+                              for m in client.get_metric_history(r.info.run_id, LOSS)))
         tags = dict(r.data.tags)
         trials.append(TrialRun(
             run_id=r.info.run_id, experiment_id=r.info.experiment_id,
@@ -535,7 +535,7 @@ def _ablation_section(stats: Sequence[RowStat], out: Path) -> str:
 def _search_section(runs: StudyRuns) -> str:
     done = [t for t in runs.trials if t.ap is not None]
     if not done:
-        return "<h2>Result</h2><p>No trial produced an AP.</p>"
+        return f"<h2>Result</h2><p>No trial produced a value of {AP}.</p>"
     best = max(done, key=lambda t: t.ap)
     first = done[0]  # runs are in start order
     first_name = ("first trial (the official defaults)" if runs.parent_tags.get("searcher") == "optuna"
@@ -543,9 +543,9 @@ def _search_section(runs: StudyRuns) -> str:
     params = varying_params(runs.trials)
     cells = "".join(f"<tr><td><code>{html.escape(k)}</code></td><td>{html.escape(best.params.get(k, '–'))}</td>"
                     f"<td>{html.escape(first.params.get(k, '–'))}</td></tr>" for k in params)
-    return (f"<h2>Result</h2><p class='lead'>Best AP <b>{_pct(best.ap)} %</b> (run <code>{html.escape(best.name)}</code>) "
+    return (f"<h2>Result</h2><p class='lead'>Best {AP} <b>{_pct(best.ap)} %</b> (run <code>{html.escape(best.name)}</code>) "
             f"against {_pct(first.ap)} % for the {first_name} (<code>{html.escape(first.name)}</code>), over "
-            f"{len(done)} trials with an AP.</p>"
+            f"{len(done)} trials with a value of {AP}.</p>"
             + (f"<table id='best-table'><tr><th>parameter</th><th>best</th><th>{html.escape(first_name)}</th></tr>"
                f"{cells}</table>" if params else ""))
 
@@ -636,7 +636,7 @@ def build_report(
         sections.append(section)
 
     varying = varying_params(runs.trials)
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["run", "row", "seed", "status", "AP", "AP50", *varying])
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["run", "row", "seed", "status", AP, AP50, *varying])
     body = []
     for t in sorted(runs.trials, key=lambda t: (-(t.ap if t.ap is not None else -1.0), t.name)):
         link = f"{base}/#/experiments/{t.experiment_id}/runs/{t.run_id}"

@@ -42,6 +42,7 @@ from yolox_ray.config import (
 )
 from yolox_ray.data.classes import NUM_CLASSES_KEY, check_num_classes, with_data_classes
 from yolox_ray.data.schedule import should_evaluate
+from yolox_ray.metrics import AP
 
 ParamKind = Literal["int", "float", "loguniform", "choice", "grid"]
 PARAM_KINDS: tuple[str, ...] = ("int", "float", "loguniform", "choice", "grid")
@@ -223,7 +224,7 @@ class StudySpec:
     rows: tuple[StudyRow, ...] = ()
     seeds: tuple[int, ...] = ()
     searcher: SearcherName = "optuna"
-    metric: str = "AP"
+    metric: str = AP
     mode: Literal["max", "min"] = "max"
     num_samples: int | None = None
     seed: int = 0
@@ -253,9 +254,7 @@ class StudySpec:
 
     @property
     def samples(self) -> int:
-        if self.num_samples is not None:
-            return self.num_samples
-        return 8 if self.searcher == "optuna" else 1
+        return self.num_samples if self.num_samples is not None else default_samples(self.searcher)
 
     @property
     def early_stopping(self) -> bool:
@@ -420,6 +419,29 @@ class StudySpec:
             return cls(**kwargs)
         except TypeError as exc:
             raise StudyError(f"{where}: {exc}") from None
+
+
+def default_samples(searcher: str) -> int:
+    """`num_samples` when the study does not set it: 8 Optuna trials, or the grid once."""
+    return 8 if searcher == "optuna" else 1
+
+
+def check_resume(spec: StudySpec, stored: Mapping[str, Any], where: str | Path = "the study directory") -> None:
+    """A rerun of an existing study must be its stored spec (`stored`: study.yaml as loaded), except
+    that `num_samples` may grow (the study continues with more trials); shrinking it is refused."""
+    current = yaml.safe_load(dump_study(spec))
+    before = {k: v for k, v in stored.items() if k != "num_samples"}
+    now = {k: v for k, v in current.items() if k != "num_samples"}
+    if before != now:
+        diff = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        raise StudyError(f"study {spec.name!r} already exists in {where} with a different spec "
+                         f"(differs in: {', '.join(diff)}); resume it unchanged (only --samples may grow), "
+                         "or use another name/--out")
+    had = stored.get("num_samples")
+    had = had if had is not None else default_samples(str(stored.get("searcher")))
+    if spec.samples < had:
+        raise StudyError(f"num_samples: study {spec.name!r} already has {had} samples; a resume may grow "
+                         f"--samples, not shrink it (got {spec.samples})")
 
 
 def validate_spec(spec: StudySpec) -> None:

@@ -11,8 +11,16 @@ from pathlib import Path
 
 DEFAULT_STUDIES_ROOT = "studies_out"
 OPTUNA_DB = "optuna.db"
+STUDY_FILE = "study.yaml"  # the resolved StudySpec (what a resume reloads)
+TUNE_DIR = "tune"  # the study's first Tune experiment; a resume that grows `samples` adds tune_2/, tune_3/, ...
+SEGMENTS_FILE = "tune_segments.json"  # the Tune experiments of the study, in order, with their samples
 
 
 def optuna_storage_url(study_dir: str | Path) -> str:
     """The SQLite URL of a study directory's Optuna storage (whether or not the file exists yet)."""
     return f"sqlite:///{Path(study_dir).expanduser().resolve() / OPTUNA_DB}"
+
+
+def segment_dir_name(index: int) -> str:
+    """The directory of the study's `index`-th Tune experiment (0: ``tune``, 1: ``tune_2``, ...)."""
+    return TUNE_DIR if index == 0 else f"{TUNE_DIR}_{index + 1}"

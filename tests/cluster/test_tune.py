@@ -145,14 +145,21 @@ def test_grid_rows_seeds_and_trial_config():
         spec.trial_config({"row": "zzz"})
 
 
-def test_rerun_with_a_different_spec_is_refused(tmp_path):
-    from yolox_ray.cluster.tune import _check_same_spec
+def test_a_rerun_may_grow_samples_but_change_nothing_else(tmp_path):
+    from yolox_ray.study import check_resume
 
-    spec = StudySpec.from_dict(spec_dict())
-    dump_study(spec, tmp_path / "study.yaml")
-    _check_same_spec(spec, tmp_path)  # identical: fine
-    with pytest.raises(StudyError, match="num_samples"):
-        _check_same_spec(StudySpec.from_dict(spec_dict(num_samples=5)), tmp_path)
+    spec = StudySpec.from_dict(spec_dict())  # num_samples 3
+    stored = yaml.safe_load(dump_study(spec))
+    check_resume(spec, stored)  # identical: fine
+    check_resume(StudySpec.from_dict(spec_dict(num_samples=5)), stored)  # more samples: fine
+    with pytest.raises(StudyError, match="already has 3 samples.*got 2"):
+        check_resume(StudySpec.from_dict(spec_dict(num_samples=2)), stored)
+    with pytest.raises(StudyError, match=r"differs in: seed\)"):
+        check_resume(StudySpec.from_dict(spec_dict(num_samples=5, seed=7)), stored)
+    # A stored spec without num_samples has the searcher's default (8 Optuna trials).
+    del stored["num_samples"]
+    with pytest.raises(StudyError, match="already has 8 samples"):
+        check_resume(StudySpec.from_dict(spec_dict(num_samples=5)), stored)
 
 
 def test_default_grace_period_is_past_warmup_and_at_first_eval():

@@ -13,6 +13,7 @@ from ray import tune
 
 from yolox_ray.cluster import tracking
 from yolox_ray.cluster.train import diagnostics_text
+from yolox_ray.metrics import LOSS
 
 
 class StudyCallback(tune.Callback):
@@ -65,7 +66,7 @@ class StudyCallback(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         value = result.get(self.metric)
-        parts = [f"{k}={result[k]:.4f}" for k in dict.fromkeys((self.metric, "loss")) if isinstance(result.get(k), (int, float))]
+        parts = [f"{k}={result[k]:.4f}" for k in dict.fromkeys((self.metric, LOSS)) if isinstance(result.get(k), (int, float))]
         self._print(f"[{self.study}] trial {trial.trial_id} epoch {result.get('epoch', '?')}/{self.max_epochs}: "
                     + ", ".join(parts) + diagnostics_text(result) + (" (evaluated)" if result.get("evaluated") else ""))
         if isinstance(value, (int, float)) and math.isfinite(value) and self._better(float(value)):

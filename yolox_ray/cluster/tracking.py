@@ -75,10 +75,12 @@ from typing import Any, Iterator, Mapping
 
 from yolox_ray.cluster.ray_setup import cluster_nodes, free_port, init_ray, node_ip
 from yolox_ray.config import ConfigError
-from yolox_ray.metrics import COCO_STAT_KEYS
+from yolox_ray.metrics import AP, AP50, COCO_STAT_KEYS, LOSS
 
 LOCAL_HOST = "127.0.0.1"
 STUDY_RUN_FILE = "mlflow.json"
+# The AP of the best checkpoint uploaded so far (`checkpoints/best_ckpt.pth`).
+BEST_CHECKPOINT_AP = f"best_checkpoint_{AP}"
 # MLflow limits (mlflow.utils.validation): 1000 metrics / 100 params / 100 tags per log_batch call.
 _MAX_METRICS_PER_BATCH = 1000
 _MAX_PARAMS_PER_BATCH = 100
@@ -733,13 +735,13 @@ class MLflowTrialLogger:
         if evaluated and per_class:
             self._safe("per-class AP", self.client.log_text, self.run_id, _per_class_csv(per_class),
                        f"per_class_ap/epoch_{int(epoch):03d}.csv")
-        ap = _number(metrics.get("AP"))
+        ap = _number(metrics.get(AP))
         if (self.log_checkpoints and evaluated and checkpoint is not None and ap is not None
                 and (self._best_logged is None or ap > self._best_logged)):
             if self._safe("best checkpoint", self._upload_checkpoint, checkpoint) is not None:
                 self._best_logged = ap
-                self._safe("best_checkpoint_AP", self.client.log_batch, self.run_id,
-                           metrics=[self._metric("best_checkpoint_AP", ap, epoch)])
+                self._safe(BEST_CHECKPOINT_AP, self.client.log_batch, self.run_id,
+                           metrics=[self._metric(BEST_CHECKPOINT_AP, ap, epoch)])
                 self._safe("best_epoch tag", self.client.set_tag, self.run_id, "best_epoch", str(int(epoch)))
 
     def _upload_checkpoint(self, checkpoint: Mapping[str, Any]) -> bool:
@@ -772,8 +774,8 @@ class MLflowTrialLogger:
     def _log_curves(self) -> None:
         from matplotlib.figure import Figure
 
-        panels = [("train/loss", "loss (per logged iteration)"), ("train/lr", "lr"),
-                  ("AP", "AP (evaluated epochs)"), ("AP50", "AP50 (evaluated epochs)")]
+        panels = [(f"train/{LOSS}", f"{LOSS} (per logged iteration)"), ("train/lr", "lr"),
+                  (AP, f"{AP} (evaluated epochs)"), (AP50, f"{AP50} (evaluated epochs)")]
         histories = {k: self.client.get_metric_history(self.run_id, k) for k, _ in panels}
         if not any(histories.values()):
             return
@@ -796,7 +798,7 @@ class MLflowTrialLogger:
 def _per_class_csv(per_class: Any) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["class", "AP"])
+    writer.writerow(["class", AP])
     items = per_class.items() if isinstance(per_class, Mapping) else enumerate(per_class)
     for name, value in items:
         number = _number(value)

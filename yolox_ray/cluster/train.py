@@ -29,9 +29,10 @@ from yolox_ray.config import (
     load_yaml,
     to_flat_dict,
 )
+from yolox_ray.metrics import AP, AP50, BEST_AP, LOSS
 
 # Metrics every per-epoch report carries (plus the 12 COCO stats after an evaluation).
-REPORT_KEYS = ("epoch", "AP", "AP50", "best_AP", "evaluated", "loss", "lr")
+REPORT_KEYS = ("epoch", AP, AP50, BEST_AP, "evaluated", LOSS, "lr")
 
 # `yolox-ray train` on the synthetic data with no GPU: the README's learning run. Measured on the idle
 # 2-core box (`yolox-ray train --model yolox_nano --data synthetic --workers 1 --cpus-per-worker 2`):
@@ -338,7 +339,7 @@ def make_trainer(
             name=run_name,
             storage_path=_abs_storage(storage_path),
             checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=num_to_keep, checkpoint_score_attribute="AP", checkpoint_score_order="max"),
+                num_to_keep=num_to_keep, checkpoint_score_attribute=AP, checkpoint_score_order="max"),
             failure_config=ray.train.FailureConfig(max_failures=0),  # RetryingTrainer retries crashes
             callbacks=list(callbacks),
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
@@ -364,8 +365,8 @@ def _progress_callback(queue):
 
 
 def format_epoch_line(m: Mapping[str, Any], epochs: int, epoch_start: float) -> str:
-    line = f"epoch {int(m.get('epoch', 0)):>3}/{epochs}  loss {m.get('loss', float('nan')):7.3f}  " \
-           f"lr {m.get('lr', 0.0):.2e}  AP {m.get('AP', 0.0):.3f}  AP50 {m.get('AP50', 0.0):.3f}  " \
+    line = f"epoch {int(m.get('epoch', 0)):>3}/{epochs}  {LOSS} {m.get(LOSS, float('nan')):7.3f}  " \
+           f"lr {m.get('lr', 0.0):.2e}  {AP} {m.get(AP, 0.0):.3f}  {AP50} {m.get(AP50, 0.0):.3f}  " \
            f"{time.perf_counter() - epoch_start:6.1f} s"
     return line + diagnostics_text(m) + ("  [eval]" if m.get("evaluated") else "")
 
@@ -480,22 +481,22 @@ def _run_tracked(cfg, tracking, run_name, storage_path, workers, gpus_per_worker
     elapsed = time.perf_counter() - start
 
     final = history[-1] if history else dict(result.metrics or {})
-    best = max(result.best_checkpoints or [], key=lambda cm: cm[1].get("AP", 0.0), default=None)
+    best = max(result.best_checkpoints or [], key=lambda cm: cm[1].get(AP, 0.0), default=None)
     summary = {
         "run_name": run_name,
         "path": result.path,
         "epochs": final.get("epoch"),
-        "AP": final.get("AP", 0.0),
-        "AP50": final.get("AP50", 0.0),
-        "best_AP": final.get("best_AP", 0.0),
+        AP: final.get(AP, 0.0),
+        AP50: final.get(AP50, 0.0),
+        BEST_AP: final.get(BEST_AP, 0.0),
         "seconds": elapsed,
         "checkpoint": result.checkpoint.path if result.checkpoint else None,
         "best_checkpoint": best[0].path if best else None,
         "history": history,
         "tracking": tracking,
     }
-    print(f"done in {elapsed:.1f} s: AP {summary['AP']:.4f}  AP50 {summary['AP50']:.4f}  "
-          f"best AP {summary['best_AP']:.4f}", file=out)
+    print(f"done in {elapsed:.1f} s: {AP} {summary[AP]:.4f}  {AP50} {summary[AP50]:.4f}  "
+          f"{BEST_AP} {summary[BEST_AP]:.4f}", file=out)
     print(f"latest checkpoint: {summary['checkpoint']}", file=out)
     print(f"best checkpoint:   {summary['best_checkpoint']}", file=out, flush=True)
     return summary

@@ -15,10 +15,12 @@ trial driver does not take a CPU from its own workers, and ``ASHAScheduler(time_
 
 Layout of a study directory ``<storage_root>/<name>/``::
 
-    study.yaml       the resolved StudySpec (what ``--resume`` reloads; a rerun must match it)
+    study.yaml       the resolved StudySpec (what ``--resume`` reloads; a rerun must match it,
+                     except that num_samples may grow)
     mlflow.json      the study's MLflow parent run (re-used on resume)
     optuna.db        Optuna RDB storage (optuna searcher only)
-    tune/            the Tune experiment (Tuner.restore reads it)
+    tune/            the Tune experiment (Tuner.restore reads it); tune_2/, ... one more per resume
+                     that grew num_samples (`TuneSegment`), listed in tune_segments.json
     train_runs/      one Ray Train run per trial: trial_<trial_id>/epoch_NNN checkpoints
     trials.json      every trial's status, sampled values and last metrics (written at the end)
 
@@ -41,7 +43,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,17 +63,26 @@ from yolox_ray.study import (  # noqa: F401  (re-exported)
     StudyRow,
     StudySpec,
     _tune_value,
+    check_resume,
+    default_samples,
     dump_study,
     load_study,
     validate_spec,
     with_changes,
     with_cli_args,
 )
-from yolox_ray.study_paths import DEFAULT_STUDIES_ROOT, optuna_storage_url
+from yolox_ray.study_paths import (
+    DEFAULT_STUDIES_ROOT,
+    SEGMENTS_FILE,
+    STUDY_FILE,
+    TUNE_DIR,
+    optuna_storage_url,
+    segment_dir_name,
+)
 
 # The spec, its validation and YAML live in the Ray-free yolox_ray.study (re-exported here).
 __all__ = ["ROW_KEY", "SEED_KEY", "SearchParam", "StudyError", "StudyResult", "StudyRow", "StudySpec", "TrialRecord",
-           "dump_study", "load_study", "param_space", "print_result", "run_study", "run_tune_cli", "tune_domain",
+           "TuneSegment", "dump_study", "load_study", "param_space", "run_study", "study_segments", "tune_domain",
            "validate_spec"]
 
 
@@ -214,16 +224,45 @@ def study_dir_for(spec: StudySpec, storage_root: str | Path) -> Path:
     return Path(storage_root).expanduser().resolve() / spec.name
 
 
-def _check_same_spec(spec: StudySpec, study_dir: Path) -> None:
-    stored_path = study_dir / "study.yaml"
-    if not stored_path.exists():
-        return
-    stored = yaml.safe_load(stored_path.read_text())
-    current = yaml.safe_load(dump_study(spec))
-    if stored != current:
-        diff = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
-        raise StudyError(f"study {spec.name!r} already exists in {study_dir} with a different spec "
-                         f"(differs in: {', '.join(diff)}); resume it unchanged, or use another name/--out")
+@dataclass(frozen=True)
+class TuneSegment:
+    """One Tune experiment of a study (``<study_dir>/<name>/``) and the samples it runs.
+
+    Tune cannot grow a restored experiment (``Tuner.restore`` keeps the pickled TuneConfig and the
+    searcher's sample count), so a resume with more `samples` adds a segment for the extra samples
+    on the same Optuna RDB study: Optuna sees every earlier trial and the warm start is not
+    enqueued again. ASHA compares trials within one segment only.
+    """
+
+    name: str
+    samples: int
+
+
+def study_segments(study_dir: Path) -> list[TuneSegment]:
+    """The study's Tune experiments in order ([] for a new study). A study written before segments
+    existed has its one experiment in ``tune/`` with the samples of its study.yaml."""
+    record = study_dir / SEGMENTS_FILE
+    if record.exists():
+        return [TuneSegment(str(s["name"]), int(s["samples"])) for s in json.loads(record.read_text())["segments"]]
+    stored = study_dir / STUDY_FILE
+    if stored.exists() and tune.Tuner.can_restore(str(study_dir / TUNE_DIR)):
+        data = yaml.safe_load(stored.read_text()) or {}
+        samples = data.get("num_samples")
+        return [TuneSegment(TUNE_DIR, int(samples if samples is not None else default_samples(str(data.get("searcher")))))]
+    return []
+
+
+def _write_segments(study_dir: Path, segments: list[TuneSegment]) -> None:
+    path = study_dir / SEGMENTS_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"segments": [{"name": s.name, "samples": s.samples} for s in segments]}, indent=1))
+    tmp.replace(path)
+
+
+def _segment_seed(seed: int, index: int) -> int:
+    """The TPE sampler seed of segment `index`: the study's seed first; a fresh sampler with that seed
+    in a later segment would repeat the first segment's random start-up draws."""
+    return seed if index == 0 else (seed * 1_000_003 + index) % (2**31)
 
 
 def _trial_resources(spec: StudySpec) -> tuple[dict[str, float], int]:
@@ -250,21 +289,26 @@ def _trial_resources(spec: StudySpec) -> tuple[dict[str, float], int]:
     return driver, n
 
 
-def _build_tuner_parts(spec: StudySpec, ctx: _TrialContext, study_dir: Path, concurrency: int, driver: dict):
+def _trainable(ctx: _TrialContext, driver: dict) -> Any:
+    return tune.with_resources(tune.with_parameters(yolox_trial, ctx=ctx), driver)
+
+
+def _new_tuner(spec: StudySpec, trainable: Any, study_dir: Path, segment: TuneSegment, index: int,
+               concurrency: int) -> Any:
+    """A Tuner for a segment that has no restorable experiment yet."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
-    trainable = tune.with_resources(tune.with_parameters(yolox_trial, ctx=ctx), driver)
     if spec.searcher == "optuna":
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
-        sampler_kwargs: dict[str, Any] = {"seed": spec.seed}
+        sampler_kwargs: dict[str, Any] = {"seed": _segment_seed(spec.seed, index)}
         if spec.startup_trials is not None:
             sampler_kwargs["n_startup_trials"] = spec.startup_trials
         storage = optuna.storages.RDBStorage(optuna_storage_url(study_dir))
         # Warm start: the first trial is the base config's values (the official defaults), unless the
-        # Optuna study already has trials (an appended or restored study keeps its own first trial).
+        # Optuna study already has trials (a grown or restarted study keeps its own first trial).
         existing = [s for s in optuna.get_all_study_summaries(storage) if s.study_name == spec.name]
         points = [spec.warm_start()] if not existing or existing[0].n_trials == 0 else None
         searcher = ConcurrencyLimiter(
@@ -281,26 +325,29 @@ def _build_tuner_parts(spec: StudySpec, ctx: _TrialContext, study_dir: Path, con
                                   reduction_factor=spec.reduction_factor)
     else:
         scheduler = FIFOScheduler()
-    tune_config = tune.TuneConfig(metric=spec.metric, mode=spec.mode, num_samples=spec.samples,
+    tune_config = tune.TuneConfig(metric=spec.metric, mode=spec.mode, num_samples=segment.samples,
                                   search_alg=searcher, scheduler=scheduler, reuse_actors=False)
-    callback = StudyCallback(spec.name, str(study_dir), spec.total_trials(), spec.metric, spec.mode, max_t)
-    run_config = tune.RunConfig(name="tune", storage_path=str(study_dir), verbose=0, callbacks=[callback],
+    trials = spec.total_trials() // spec.samples * segment.samples
+    callback = StudyCallback(spec.name, str(study_dir), trials, spec.metric, spec.mode, max_t)
+    run_config = tune.RunConfig(name=segment.name, storage_path=str(study_dir), verbose=0, callbacks=[callback],
                                 failure_config=tune.FailureConfig(max_failures=spec.trial_retries))
-    return trainable, tune_config, run_config
+    return tune.Tuner(trainable, param_space=param_space(spec), tune_config=tune_config, run_config=run_config)
 
 
 def run_study(spec: StudySpec, *, address: str | None = None, storage_root: str | Path = DEFAULT_STUDIES_ROOT,
               tracking_uri: str | None = None, mlruns: str | Path = "mlruns", resume: bool = False,
               num_cpus: int | None = None, ray_temp_dir: str | None = None,
               tracking_insecure: bool = False) -> StudyResult:
-    """Run (or continue) `spec` and return its trials and best result.
+    """Run (or continue, or grow) `spec` and return its trials and best result.
 
     Runs on the Ray cluster this process is already connected to, else on `address`, else on a
     new local cluster (shut down at the end). Tracking goes to `tracking_uri`, else to a local
-    MLflow server over `mlruns` (started or reused). If the study directory already holds a
-    restorable Tune experiment it is continued with ``Tuner.restore(..., resume_errored=True)``
-    (finished trials kept, interrupted ones resumed from their Train checkpoints, the Optuna
-    state restored, no MLflow run duplicated); its stored spec must equal `spec`.
+    MLflow server over `mlruns` (started or reused). An existing study (its directory holds Tune
+    experiments) is continued: each experiment with ``Tuner.restore(..., resume_errored=True)``
+    (finished trials kept, interrupted ones resumed from their Train checkpoints, the Optuna state
+    restored, no MLflow run duplicated). Its stored spec must equal `spec`, except that
+    `num_samples` may grow: the extra samples run as a new Tune experiment (`TuneSegment`) on the
+    same Optuna study and MLflow parent run, and study.yaml is updated.
     `resume=True` additionally requires that there is something to continue.
     On a multi-node cluster the local server listens on the driver's node IP only with
     `tracking_insecure` (see `tracking.tracking_session`); a loopback `tracking_uri` is refused.
@@ -313,12 +360,16 @@ def run_study(spec: StudySpec, *, address: str | None = None, storage_root: str 
     # Tune's result.json/progress.csv loggers are off (ray_setup); its analysis would warn per trial.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     study_dir = study_dir_for(spec, storage_root)
-    exp_path = study_dir / "tune"
-    restoring = tune.Tuner.can_restore(str(exp_path))
-    if restoring:
-        _check_same_spec(spec, study_dir)
+    segments = study_segments(study_dir)
+    existing = bool(segments)
+    if existing:
+        check_resume(spec, yaml.safe_load((study_dir / STUDY_FILE).read_text()) or {}, study_dir)
     elif resume:
-        raise StudyError(f"nothing to resume in {study_dir} (no Tune experiment at {exp_path})")
+        raise StudyError(f"nothing to resume in {study_dir} (no Tune experiment at {study_dir / TUNE_DIR})")
+    covered = sum(s.samples for s in segments)
+    grown = existing and spec.samples > covered
+    if spec.samples > covered:  # a new study, or more samples for an existing one
+        segments.append(TuneSegment(segment_dir_name(len(segments)), spec.samples - covered))
 
     from yolox_ray.cluster.train import check_study_data
 
@@ -332,8 +383,9 @@ def run_study(spec: StudySpec, *, address: str | None = None, storage_root: str 
     try:
         driver, concurrency = _trial_resources(spec)
         study_dir.mkdir(parents=True, exist_ok=True)
-        if not restoring:
-            dump_study(spec, study_dir / "study.yaml")
+        if not existing or grown:  # study.yaml first: a resume after a kill here grows again from it
+            dump_study(spec, study_dir / STUDY_FILE)
+            _write_segments(study_dir, segments)
         with tracking.tracking_session(tracking_uri, mlruns, insecure_network=tracking_insecure) as uri:
             study_run = tracking.ensure_study_run(
                 uri, study=spec.name, study_dir=study_dir, experiment_name=spec.experiment,
@@ -343,24 +395,31 @@ def run_study(spec: StudySpec, *, address: str | None = None, storage_root: str 
                       "early_stop": spec.early_stopping, "study_dir": str(study_dir),
                       "optuna_storage": optuna_storage_url(study_dir) if spec.searcher == "optuna" else None,
                       "optuna_study": spec.name if spec.searcher == "optuna" else None})
-            if not restoring:
+            if not existing or grown:
                 client = tracking.client_for(uri)
-                client.log_text(study_run.run_id, dump_study(spec), "study.yaml")
+                client.log_text(study_run.run_id, dump_study(spec), STUDY_FILE)
+                client.set_tag(study_run.run_id, "num_trials", str(spec.total_trials()))
             ctx = _TrialContext(spec=spec, study_run=study_run, train_storage=str(study_dir / "train_runs"))
-            trainable, tune_config, run_config = _build_tuner_parts(spec, ctx, study_dir, concurrency, driver)
-            if restoring:
-                print(f"[{spec.name}] resuming the study in {study_dir}", flush=True)
-                tuner = tune.Tuner.restore(str(exp_path), trainable=trainable, resume_unfinished=True,
-                                           resume_errored=True)
-            else:
-                tuner = tune.Tuner(trainable, param_space=param_space(spec), tune_config=tune_config,
-                                   run_config=run_config)
-            try:
-                grid = tuner.fit()
-            except BaseException:
-                tracking.finish_run(uri, study_run.run_id, "KILLED")
-                raise
-            result = _collect(spec, grid, study_dir, study_run)
+            trainable = _trainable(ctx, driver)
+            results: list[Any] = []
+            for index, segment in enumerate(segments):
+                exp_path = study_dir / segment.name
+                if tune.Tuner.can_restore(str(exp_path)):
+                    print(f"[{spec.name}] resuming the study in {study_dir}"
+                          + (f" ({segment.name}/)" if len(segments) > 1 else ""), flush=True)
+                    tuner = tune.Tuner.restore(str(exp_path), trainable=trainable, resume_unfinished=True,
+                                               resume_errored=True)
+                else:
+                    if index > 0:
+                        print(f"[{spec.name}] growing the study to {spec.samples} samples: {segment.samples} "
+                              f"more in {exp_path} (the Optuna study continues)", flush=True)
+                    tuner = _new_tuner(spec, trainable, study_dir, segment, index, concurrency)
+                try:
+                    results.extend(tuner.fit())
+                except BaseException:
+                    tracking.finish_run(uri, study_run.run_id, "KILLED")
+                    raise
+            result = _collect(spec, results, study_dir, study_run)
             _finish_parent(result, study_run)
             return result
     finally:
@@ -368,7 +427,7 @@ def run_study(spec: StudySpec, *, address: str | None = None, storage_root: str 
             ray.shutdown()
 
 
-def _collect(spec: StudySpec, grid: Any, study_dir: Path, study_run: tracking.StudyRun) -> StudyResult:
+def _collect(spec: StudySpec, grid: list[Any], study_dir: Path, study_run: tracking.StudyRun) -> StudyResult:
     children: dict[str, Any] = {}
     stale = []
     for run in sorted(tracking.child_runs(study_run.tracking_uri, study_run.experiment_id, study_run.run_id),
@@ -433,50 +492,3 @@ def _finish_parent(result: StudyResult, study_run: tracking.StudyRun) -> None:
         tags["best_run_id"] = result.best.run_id
         client.log_metric(study_run.run_id, f"best_{result.metric}", float(result.best.metrics[result.metric]))
     tracking.finish_run(study_run.tracking_uri, study_run.run_id, "FINISHED", tags=tags)
-
-
-# =============================================================================================
-# CLI
-
-
-def run_tune_cli(args: Any) -> int:
-    """`yolox-ray tune --study FILE [--samples N] [--no-early-stop] [--address A] [--out DIR]
-    [--resume STUDY_DIR] [--tracking-uri URI] [key=value ...]`."""
-    if args.resume:
-        study_dir = Path(args.resume).expanduser().resolve()
-        if not (study_dir / "study.yaml").exists():
-            raise StudyError(f"--resume {args.resume}: no study.yaml in that directory")
-        spec = load_study(study_dir / "study.yaml")
-        if spec.name != study_dir.name:
-            raise StudyError(f"--resume {args.resume}: the directory name does not match study {spec.name!r}")
-        storage_root = study_dir.parent
-    else:
-        if not args.study:
-            raise StudyError("tune: give --study FILE (or --resume STUDY_DIR)")
-        spec = load_study(args.study)
-        storage_root = Path(args.out or getattr(args, "storage", None) or DEFAULT_STUDIES_ROOT)
-    spec = with_cli_args(spec, args)
-    result = run_study(spec, address=args.address, storage_root=storage_root, tracking_uri=args.tracking_uri,
-                       resume=bool(args.resume), tracking_insecure=bool(getattr(args, "tracking_insecure", False)))
-    print_result(result)
-    return 0 if result.num_finished > 0 else 1
-
-
-def print_result(result: StudyResult, stream: Any = None) -> None:
-    out = stream or sys.stdout
-    print(f"\nstudy {result.name}: {len(result.trials)} trials, {result.num_finished} finished, "
-          f"{result.num_failed} failed  ({result.study_dir})", file=out)
-    print(f"MLflow study run: {result.run_url()}", file=out)
-    if result.best is None:
-        print("no trial produced a result", file=out)
-        return
-    b = result.best
-    print(f"best {result.metric} = {b.metrics[result.metric]:.4f}  (trial {b.trial_id}, epoch {b.metrics.get('epoch')})",
-          file=out)
-    print(f"best values: {json.dumps({k: v for k, v in b.params.items()}, sort_keys=True)}", file=out)
-    print(f"best MLflow run: {result.best_run_url}", file=out)
-    if result.best_config is not None:
-        print("best config:", file=out)
-        from yolox_ray.config import dump_yaml
-
-        print("  " + dump_yaml(result.best_config).replace("\n", "\n  ").rstrip(), file=out)

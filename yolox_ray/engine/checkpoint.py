@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from yolox_ray.metrics import AP
+
 FORMAT = "yolox_ray.checkpoint/1"
 WEIGHTS_FORMAT = "yolox_ray.weights/1"
 FILENAME = "checkpoint.pt"
@@ -113,6 +115,6 @@ def weights_file(state: dict[str, Any]) -> dict[str, Any]:
         "model": eval_weights(state),
         "from_ema": state.get("ema") is not None,
         "epoch": state.get("epoch"),
-        "AP": last.get("AP"),
+        AP: last.get(AP),
         "best_ap": state.get("best_ap"),
     }

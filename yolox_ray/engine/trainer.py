@@ -33,7 +33,7 @@ from yolox_ray.engine.ema import ModelEMA
 from yolox_ray.engine.optim import LRSchedule, build_optimizer, set_lr
 from yolox_ray.engine.resources import plan_cpus
 from yolox_ray.losses import DIAGNOSTIC_SUMS, diagnostics_means
-from yolox_ray.metrics import AP50_LOW_CONF, AP_LOW_CONF, COCO_STAT_KEYS
+from yolox_ray.metrics import AP, AP50, AP50_LOW_CONF, AP_LOW_CONF, BEST_AP, COCO_STAT_KEYS, LOSS, TRAIN_SECONDS
 
 # Below this final AP (a fraction) the trainer also reports AP at eval.low_conf_thresh.
 LOW_AP = 0.01
@@ -279,25 +279,25 @@ class Trainer:
         is_best = False
         if eval_result is not None and self.rank == 0:
             stats = {k: float(eval_result.stats[k]) for k in COCO_STAT_KEYS}
-            is_best = self.last_eval is None or stats["AP"] > self.best_ap
-            self.best_ap = max(self.best_ap, stats["AP"])
+            is_best = self.last_eval is None or stats[AP] > self.best_ap
+            self.best_ap = max(self.best_ap, stats[AP])
             self.last_eval = stats
             metrics.update(stats)
             metrics.update(forward_ms=float(eval_result.forward_ms), nms_ms=float(eval_result.nms_ms),
                            per_class_ap=eval_result.per_class_ap)
             low = self.cfg.eval.low_conf_thresh
-            if (self.epoch == cfg.train.epochs and low is not None and stats["AP"] < LOW_AP
+            if (self.epoch == cfg.train.epochs and low is not None and stats[AP] < LOW_AP
                     and low < self.cfg.eval.conf_thresh):
                 # A model whose scores are still below eval.conf_thresh shows AP 0 at that threshold; say
                 # how much it has learned at the low threshold too (the final evaluation only).
                 low_result = self._evaluate(conf_thresh=low)
-                metrics[AP_LOW_CONF] = float(low_result.stats["AP"])
-                metrics[AP50_LOW_CONF] = float(low_result.stats["AP50"])
+                metrics[AP_LOW_CONF] = float(low_result.stats[AP])
+                metrics[AP50_LOW_CONF] = float(low_result.stats[AP50])
         last = self.last_eval or {}
-        metrics.update(AP=float(last.get("AP", 0.0)), AP50=float(last.get("AP50", 0.0)),
-                       best_AP=self.best_ap, is_best=is_best)
+        metrics.update({AP: float(last.get(AP, 0.0)), AP50: float(last.get(AP50, 0.0)), BEST_AP: self.best_ap,
+                        "is_best": is_best})
         self.train_seconds = self._seconds_before + (time.perf_counter() - self._attempt_start)
-        metrics["train_seconds"] = self.train_seconds  # the run so far, across resumes
+        metrics[TRAIN_SECONDS] = self.train_seconds  # the run so far, across resumes
 
         rngs = self._gather_rng()
         checkpoint = self.state_dict(rngs) if self.rank == 0 else None
@@ -352,7 +352,7 @@ class Trainer:
         self.iteration += 1
         set_lr(self.optimizer, self.schedule.lr(self.iteration))  # the lr of the next step (§6)
 
-        metrics = {"loss": values[0]}
+        metrics = {LOSS: values[0]}
         metrics.update({f"{k}_loss": v for k, v in zip(names, values[1:1 + len(names)])})
         metrics.update(zip(DIAGNOSTIC_SUMS, values[1 + len(names):1 + len(names) + len(diag)]))
         num_fg, num_gt, stop = values[-3:]
@@ -440,11 +440,11 @@ class Trainer:
         return {
             "epochs": self.epoch,
             "iterations": self.iteration,
-            "AP": float(ev.get("AP", 0.0)),
-            "AP50": float(ev.get("AP50", 0.0)),
-            "best_AP": self.best_ap,
-            "loss": last.get("loss"),
-            "train_seconds": self.train_seconds,
+            AP: float(ev.get(AP, 0.0)),
+            AP50: float(ev.get(AP50, 0.0)),
+            BEST_AP: self.best_ap,
+            LOSS: last.get(LOSS),
+            TRAIN_SECONDS: self.train_seconds,
             "stopped_early": self.stop_reason,
             "stats": dict(ev),
         }
