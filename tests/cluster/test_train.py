@@ -40,7 +40,13 @@ class KillOnce:
 
 
 class PoisonWeights:
+    """NaN weights (the first step's loss is non-finite), after a line on stdout and one on stderr."""
+
     def on_train_start(self, trainer):
+        import sys
+
+        print(f"poisoning the weights of rank {trainer.rank}")
+        print("a line on stderr", file=sys.stderr)
         with torch.no_grad():
             next(trainer.model.parameters()).fill_(float("nan"))
 
@@ -126,11 +132,32 @@ def test_sigkill_mid_epoch_recovers_to_the_same_result(ray_cluster, cache_dir, t
 def test_nonfinite_loss_fails_the_run_with_the_message(ray_cluster, cache_dir, tmp_path):
     from yolox_ray.cluster.train import make_trainer
 
+    log = tmp_path / "logs" / "nan.log"
     trainer = make_trainer(tiny_cfg(cache_dir), run_name="nan", storage_path=str(tmp_path), num_workers=1,
-                           max_failures=0, worker_callbacks=[PoisonWeights()])
+                           max_failures=0, worker_callbacks=[PoisonWeights()], log_path=str(log))
     with pytest.raises(Exception, match=r"non-finite loss at iteration 0") as info:
         trainer.fit()
     assert "obj=" in str(info.value)
+    # The worker's output and its traceback are in its log file (Ray keeps them on the worker's node).
+    text = log.read_text()
+    assert "Train worker rank 0 on node" in text
+    assert "poisoning the weights of rank 0" in text and "a line on stderr" in text
+    assert "Traceback (most recent call last)" in text and "NonFiniteLossError: non-finite loss at iteration 0" in text
+    assert text.index("poisoning") < text.index("Traceback")
+
+
+def test_error_summary_names_the_failing_rank_and_its_exception():
+    from ray.train import WorkerGroupError
+
+    from yolox_ray.cluster.train import error_summary, rank_log_path
+
+    error = WorkerGroupError("rank 1 traceback ...", {1: ValueError("bad value\nsecond line"), 3: KeyError("k")})
+    assert error_summary(error) == "rank 1: ValueError: bad value"
+    assert error_summary(RuntimeError("crashed")) == "RuntimeError: crashed"
+    assert error_summary("Traceback ...\n  File x\nOSError: disk full\n\n") == "OSError: disk full"
+    assert error_summary(None) == "unknown error"
+    assert rank_log_path("/s/logs/trial_a.log", 0) == Path("/s/logs/trial_a.log")
+    assert rank_log_path("/s/logs/trial_a.log", 2) == Path("/s/logs/trial_a.rank2.log")
 
 
 def test_worker_fits_its_loaders_and_threads_in_cpus_per_worker(ray_cluster, cache_dir, tmp_path):

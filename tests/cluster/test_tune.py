@@ -170,3 +170,12 @@ def test_default_grace_period_is_past_warmup_and_at_first_eval():
     spec = StudySpec.from_dict(spec_dict(overrides={"train.epochs": 20, "train.warmup_epochs": 6,
                                                     "train.no_aug_epochs": 4, "train.eval_interval": 2}))
     assert spec.default_grace_period() == 7
+
+
+def test_asha_is_used_only_with_early_stopping_and_a_grace_period_before_the_end():
+    from yolox_ray.cluster.tune import uses_asha
+
+    long = {"train.epochs": 20, "train.warmup_epochs": 2, "train.no_aug_epochs": 4, "train.eval_interval": 5}
+    assert uses_asha(StudySpec.from_dict(spec_dict(overrides=long)))  # grace 5 < 20 epochs
+    assert not uses_asha(StudySpec.from_dict(spec_dict(overrides=long, early_stop=False)))
+    assert not uses_asha(StudySpec.from_dict(spec_dict(overrides=long, grace_period=20)))

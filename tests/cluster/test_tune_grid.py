@@ -1,17 +1,25 @@
-"""A grid study (ablation rows x seeds) on a real local Ray cluster where one row's trial raises:
-the other trial still runs to the end, and MLflow records one FAILED and one FINISHED child run.
-(The broken row passes the checks before Ray, which read only the val annotations' categories: its
-train annotation file is corrupt, which only the trial's dataset build finds.)"""
+"""Grid studies (ablation rows x seeds) on a real local Ray cluster.
+
+One row's trial raises: the other trial still runs to the end, MLflow records one FAILED and one
+FINISHED child run, and the failure is one printed line naming the trial's log file, which holds the
+worker's traceback. (The broken row passes the checks before Ray, which read only the val
+annotations' categories: its train annotation file is corrupt, which only the trial's dataset build
+finds.) A study on a cluster short of CPUs right now waits for them instead of failing, and says so;
+the State API check tells a cluster with a dashboard from one without."""
 
 from __future__ import annotations
 
 import json
+import re
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from yolox_ray.cluster import tracking
-from yolox_ray.cluster.tune import StudyRow, StudySpec, run_study
+from yolox_ray.cluster.tune import StudyError, StudyRow, StudySpec, _trial_resources, run_study
 
 pytestmark = pytest.mark.slow
 
@@ -21,12 +29,6 @@ TINY = {
     "data.workers": 0, "train.epochs": 2, "train.warmup_epochs": 1, "train.no_aug_epochs": 1,
     "train.max_iters": 2, "train.batch_size": 4, "train.print_interval": 1,
 }
-
-
-
-
-
-
 
 
 def corrupt_coco(tmp_path: Path) -> Path:
@@ -41,7 +43,7 @@ def corrupt_coco(tmp_path: Path) -> Path:
     return root
 
 
-def test_a_failing_trial_does_not_stop_the_others(server, ray_cluster, tmp_path):
+def test_a_failing_trial_does_not_stop_the_others(server, ray_cluster, tmp_path, capsys):
     overrides = dict(TINY, **{"data.cache_dir": str(tmp_path / "data_cache")})
     spec = StudySpec(
         name="grid_fail", searcher="grid", preset="yolox_nano", overrides=overrides, seeds=(0,),
@@ -73,6 +75,109 @@ def test_a_failing_trial_does_not_stop_the_others(server, ray_cluster, tmp_path)
     parent = client.get_run(result.parent_run_id)
     assert parent.info.status == "FINISHED"
     assert (parent.data.tags["trials_failed"], parent.data.tags["trials_finished"]) == ("1", "1")
+
+    # One printed line for the failure: the error and the trial's log file, which has the worker's traceback.
+    bad_id = by_row["broken"].trial_id
+    lines = [line for line in capsys.readouterr().out.splitlines() if " failed: " in line]
+    assert len(lines) == 1, lines
+    m = re.fullmatch(r"\[grid_fail\] trial (\S+) failed: (.*) \(log: (.*)\)", lines[0])
+    assert m and m.group(1) == bad_id and "instances_train2017.json" in m.group(2), lines[0]
+    log = Path(m.group(3))
+    assert log == result.study_dir / "logs" / f"trial_{bad_id}.log"
+    text = log.read_text()
+    assert "Train worker rank 0 on node" in text  # written by the worker
+    assert "Traceback (most recent call last)" in text and "DatasetError" in text
+    assert text.index("Traceback") < text.index(f"trial {bad_id} failed; the error the study driver got")
+    good_log = (result.study_dir / "logs" / f"trial_{good.trial_id}.log").read_text()
+    assert "Train worker rank 0 on node" in good_log and "Traceback" not in good_log
+
+
+class StdoutLines:
+    """sys.stdout for one test: the printed text kept under a lock, so another thread can wait for a line."""
+
+    def __init__(self, stream):
+        self._stream, self._lock, self._parts = stream, threading.Lock(), []
+
+    def write(self, text):
+        with self._lock:
+            self._parts.append(text)
+        return self._stream.write(text)
+
+    def flush(self):
+        self._stream.flush()
+
+    def text(self) -> str:
+        with self._lock:
+            return "".join(self._parts)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def test_a_study_short_of_cpus_waits_for_them(server, ray_cluster, tmp_path, monkeypatch):
+    """The fixture's cluster (2 CPUs) with 1 CPU held by another placement group; a trial's worker needs
+    2. The study must not fail: its trial waits, the progress line says so, and once the CPU is
+    released the trial runs to the end."""
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    out = StdoutLines(sys.stdout)
+    monkeypatch.setattr(sys, "stdout", out)
+    blocker = placement_group([{"CPU": 1}])
+    assert blocker.wait(120)
+    saw_waiting = threading.Event()
+
+    def release_once_waiting():
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and "waiting for resources" not in out.text():
+            time.sleep(0.5)
+        saw_waiting.set()
+        remove_placement_group(blocker)
+
+    releaser = threading.Thread(target=release_once_waiting, daemon=True)
+    releaser.start()
+    spec = StudySpec(name="grid_wait", searcher="grid", preset="yolox_nano", seeds=(0,), rows=(StudyRow("simota"),),
+                     overrides=dict(TINY, **{"data.cache_dir": str(tmp_path / "data_cache")}),
+                     cpus_per_worker=2, max_failures=0)
+    try:
+        result = run_study(spec, storage_root=tmp_path / "studies", tracking_uri=server.uri)
+    finally:
+        saw_waiting.set()
+        releaser.join(timeout=330)
+    text = out.text()
+    waiting = [line for line in text.splitlines() if "waiting for resources" in line]
+    assert waiting, text[-3000:]
+    assert "[grid_wait] trials: 0 running, 1 waiting for resources (a trial needs 2 CPU" in waiting[0], waiting
+    assert "the cluster has 1/2 CPU" in waiting[0], waiting
+    assert [t.status for t in result.trials] == ["finished"] and result.trials[0].metrics["epoch"] == 2
+
+
+def test_an_existing_cluster_too_small_now_is_not_an_error(ray_cluster, capsys):
+    """Sizing concurrency: an existing cluster (this one: 2 CPUs, 2 trial slots) may grow, so a trial that
+    needs 3 CPUs is no error (one trial per slot, and a note); the same cluster started by the study itself
+    is final."""
+    big = StudySpec(name="big", searcher="grid", preset="yolox_nano", overrides=TINY, seeds=(0, 1, 2),
+                    rows=(StudyRow("simota"),), workers=1, cpus_per_worker=3, max_concurrent=3)
+    assert _trial_resources(big, fixed_cluster=False) == ({"trial_slot": 1}, 2)
+    assert "[big] the cluster has 2 CPUs and 0 GPUs now; a trial needs 3 CPUs" in capsys.readouterr().out
+    with pytest.raises(StudyError, match="a trial needs 3 CPUs and 0 GPUs but the cluster has 2 CPUs and 0 GPUs"):
+        _trial_resources(big, fixed_cluster=True)
+    small = StudySpec(name="small", searcher="grid", preset="yolox_nano", overrides=TINY, seeds=(0, 1, 2),
+                      rows=(StudyRow("simota"),), workers=1, cpus_per_worker=1, max_concurrent=3)
+    assert _trial_resources(small, fixed_cluster=True) == ({"trial_slot": 1}, 2)  # 2 slots, 2 CPUs
+
+
+def test_state_api_check_tells_a_cluster_without_dashboard(ray_cluster):
+    """The fixture's cluster runs its dashboard (init_ray); a head started without one has no State API."""
+    from ray.cluster_utils import Cluster
+
+    from yolox_ray.cluster.ray_setup import state_api_reachable
+
+    assert state_api_reachable()
+    bare = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    try:
+        assert not state_api_reachable(bare.address)
+    finally:
+        bare.shutdown()
 
 
 def test_grid_study_respects_max_concurrent(server, ray_cluster, tmp_path):

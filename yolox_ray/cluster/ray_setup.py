@@ -84,6 +84,28 @@ def init_ray(
     )
 
 
+def state_api_reachable(address: str | None = None, timeout_s: int = 10) -> bool:
+    """Whether the cluster's State API (served by its dashboard) answers. Ray Train V2 frees the
+    placement group of a trial Tune stops (ASHA) only through it (ray_stack.md §3b); without it the
+    freed trial's CPUs/GPUs stay reserved. `address`: a bootstrap (GCS) or dashboard address; None:
+    the cluster this process is connected to."""
+    try:
+        from ray.util.state import list_nodes
+
+        list_nodes(address=address, limit=1, timeout=timeout_s, raise_on_missing_output=False)
+        return True
+    except Exception:  # noqa: BLE001 - no dashboard, no ray[default], a dashboard that does not answer
+        return False
+
+
+STATE_API_WARNING = (
+    "warning: early stopping is on but this cluster's Ray State API (its dashboard) does not answer: "
+    "Ray Train cannot release the placement group of a trial ASHA stops, so its CPUs/GPUs stay reserved "
+    "and later trials may wait for resources forever. Fix: start the head with "
+    "`ray start --head --include-dashboard=true` (needs `pip install 'ray[default]'`), or run the study "
+    "with --no-early-stop (early_stop: false).")
+
+
 def shutdown_ray() -> None:
     import ray
 

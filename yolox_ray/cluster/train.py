@@ -9,6 +9,7 @@ the val sets we use are small next to an epoch, so sharding it is not worth the 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -16,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -157,6 +159,25 @@ def deterministic_reason(error: BaseException | None) -> str | None:
     return None
 
 
+def error_summary(error: BaseException | str | None, limit: int = 300) -> str:
+    """One line for a failed run or trial: the failing rank's own exception. A Train failure's text is
+    every rank's traceback, and Tune wraps it again (RayTaskError), which buries the message."""
+    if error is None:
+        return "unknown error"
+    if isinstance(error, str):
+        lines = [line.strip() for line in error.splitlines() if line.strip()]
+        return (lines[-1] if lines else "unknown error")[:limit]
+    cause = getattr(error, "cause", None) or error  # RayTaskError: the trial function's exception
+    failures = getattr(cause, "worker_failures", None)  # ray.train.WorkerGroupError: {rank: exception}
+    where = ""
+    if isinstance(failures, dict) and failures:
+        rank, cause = min(failures.items(), key=lambda item: item[0])
+        cause = getattr(cause, "_base_exc", cause)
+        where = f"rank {rank}: "
+    first = next((line.strip() for line in str(cause).splitlines() if line.strip()), "")
+    return f"{where}{type(cause).__name__}: {first}"[:limit]
+
+
 class RetryingTrainer:
     """A TorchTrainer whose `fit()` retries crashes but not deterministic errors.
 
@@ -214,8 +235,82 @@ class _RayReporter:
             ray.train.report(report, checkpoint=ckpt, checkpoint_dir_name=f"epoch_{epoch:04d}")
 
 
+def rank_log_path(log_path: str | os.PathLike, rank: int) -> Path:
+    """Rank 0 writes `log_path` itself, rank r `<stem>.rank<r>.log` beside it (one writer per file)."""
+    path = Path(log_path)
+    return path if rank == 0 else path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
+
+
+class _Tee:
+    """A text stream that writes to the worker's own stream (Ray's node-local worker log) and a file."""
+
+    def __init__(self, stream, file) -> None:
+        self._stream, self._file = stream, file
+
+    def write(self, text: str) -> int:
+        try:
+            self._file.write(text)
+        except (OSError, ValueError):  # a full disk or a closed file must not fail training
+            pass
+        return self._stream.write(text)
+
+    def flush(self) -> None:
+        try:
+            self._file.flush()
+        except (OSError, ValueError):
+            pass
+        self._stream.flush()
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _worker_log(log_path: str | None, rank: int):
+    """Copy this worker's stdout/stderr, and its traceback when it fails, into its log file (appended per
+    attempt). Ray keeps worker output on the worker's node only (the driver runs with log_to_driver off),
+    so a trial failing on another node would otherwise show nothing useful. The file is on the study's
+    storage, which a multi-node cluster shares (Train's checkpoints need it too); one that cannot be
+    written is a warning, not a failure."""
+    if not log_path:
+        yield
+        return
+    from yolox_ray.cluster.ray_setup import node_ip
+
+    target = rank_log_path(log_path, rank)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        file = open(target, "a", buffering=1, encoding="utf-8", errors="replace")
+    except OSError as exc:
+        print(f"warning: cannot write the worker log {target}: {exc}", file=sys.stderr, flush=True)
+        yield
+        return
+    file.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} Train worker rank {rank} on node {node_ip()} "
+               f"(pid {os.getpid()}) started ---\n")
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Tee(out, file), _Tee(err, file)
+    try:
+        yield
+    except BaseException:
+        file.write(f"--- rank {rank} failed ---\n{traceback.format_exc()}")
+        raise
+    finally:
+        sys.stdout, sys.stderr = out, err
+        file.close()
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
-    """Runs on every Ray Train worker: build from the flat config, resume, train under DDP."""
+    """Runs on every Ray Train worker: build from the flat config, resume, train under DDP (output and
+    traceback also into the run's worker log when `config["log_path"]` is set)."""
+    import ray.train
+
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    with _worker_log(config.get("log_path"), rank):
+        return _train_worker(config, rank, ctx.get_world_size())
+
+
+def _train_worker(config: dict[str, Any], rank: int, world: int) -> dict[str, Any]:
     import ray.train
     import ray.train.torch
 
@@ -223,8 +318,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     from yolox_ray.engine.checkpoint import load_checkpoint
 
     cfg = from_flat_dict(config["config"])
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
 
     resume = None
@@ -295,6 +388,7 @@ def make_trainer(
     worker_callbacks: Iterable[Any] = (),
     data_reports: list | None = None,
     on_retry=None,
+    log_path: str | None = None,
 ) -> RetryingTrainer:
     """A `RetryingTrainer` around a `TorchTrainer` for `cfg` (works inside a Tune function trainable too).
 
@@ -305,6 +399,7 @@ def make_trainer(
     The dataset is checked first (`data_reports`: the result of `check_data` when already done);
     with `tracking`, what the checks skipped is logged to that MLflow run. Crashes are retried
     `max_failures` times, deterministic errors never (see `RetryingTrainer`).
+    log_path: each worker appends its stdout/stderr and traceback there (rank r > 0: `rank_log_path`).
     """
     validate_run(cfg, workers=num_workers, cpus_per_worker=cpus_per_worker,
                  gpus_per_worker=gpus_per_worker, max_failures=max_failures, num_to_keep=num_to_keep)
@@ -328,6 +423,7 @@ def make_trainer(
         "tracking": dict(tracking) if tracking else None,
         "worker_callbacks": list(worker_callbacks),
         "cpus": float(cpus_per_worker),
+        "log_path": str(log_path) if log_path else None,
     }
     return RetryingTrainer(lambda: TorchTrainer(
         train_loop_per_worker,

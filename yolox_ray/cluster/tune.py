@@ -22,6 +22,7 @@ Layout of a study directory ``<storage_root>/<name>/``::
     tune/            the Tune experiment (Tuner.restore reads it); tune_2/, ... one more per resume
                      that grew num_samples (`TuneSegment`), listed in tune_segments.json
     train_runs/      one Ray Train run per trial: trial_<trial_id>/epoch_NNN checkpoints
+    logs/            trial_<trial_id>.log: the Train workers' output and traceback, the error Tune got
     trials.json      every trial's status, sampled values and last metrics (written at the end)
 
 Early stopping and the no-aug phase: ASHA compares trials at rungs (``grace_period``,
@@ -43,6 +44,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +55,13 @@ from ray import tune
 
 from yolox_ray.cluster import tracking
 from yolox_ray.cluster.progress import StudyCallback  # noqa: F401  (pickled in old experiments under this name)
-from yolox_ray.cluster.ray_setup import TRIAL_SLOT, init_ray, set_ray_env_defaults
+from yolox_ray.cluster.ray_setup import (
+    STATE_API_WARNING,
+    TRIAL_SLOT,
+    init_ray,
+    set_ray_env_defaults,
+    state_api_reachable,
+)
 from yolox_ray.config import ExperimentConfig
 from yolox_ray.study import (  # noqa: F401  (re-exported)
     ROW_KEY,
@@ -77,6 +85,7 @@ from yolox_ray.study_paths import (
     STUDY_FILE,
     TUNE_DIR,
     optuna_storage_url,
+    trial_log_path,
     segment_dir_name,
 )
 
@@ -118,6 +127,7 @@ class _TrialContext:
     spec: StudySpec
     study_run: tracking.StudyRun
     train_storage: str
+    study_dir: str = ""  # for the trial's log file (an experiment pickled before it existed: no log file)
 
 
 def trial_tags(spec: StudySpec, params: Mapping[str, Any], cfg: ExperimentConfig) -> dict[str, Any]:
@@ -155,7 +165,8 @@ def yolox_trial(config: dict, ctx: _TrialContext) -> None:
             cfg, run_name=f"trial_{trial_id}", storage_path=ctx.train_storage, num_workers=spec.workers,
             use_gpu=spec.gpus_per_worker > 0, cpus_per_worker=spec.cpus_per_worker,
             gpus_per_worker=spec.gpus_per_worker, max_failures=spec.max_failures, callbacks=[TuneReportCallback()],
-            tracking={"tracking_uri": ctx.study_run.tracking_uri, "run_id": run_id})
+            tracking={"tracking_uri": ctx.study_run.tracking_uri, "run_id": run_id},
+            log_path=str(trial_log_path(ctx.study_dir, trial_id)) if ctx.study_dir else None)
         trainer.fit()
     except Exception as exc:
         tracking.finish_run(ctx.study_run.tracking_uri, run_id, "FAILED",
@@ -265,28 +276,57 @@ def _segment_seed(seed: int, index: int) -> int:
     return seed if index == 0 else (seed * 1_000_003 + index) % (2**31)
 
 
-def _trial_resources(spec: StudySpec) -> tuple[dict[str, float], int]:
-    """Resources of one trial driver and how many trials fit in the cluster at once."""
+def _trial_resources(spec: StudySpec, *, fixed_cluster: bool, out: Any = None) -> tuple[dict[str, float], int]:
+    """Resources of one trial driver and how many trials may run at once.
+
+    `fixed_cluster`: a local cluster this call started, whose resources never change: concurrency is
+    what fits in it, and a trial that can never fit is a StudyError. An existing cluster (an address,
+    or the one this process is connected to) may grow (an autoscaler, nodes joining), so a cluster too
+    small right now is not an error: `max_concurrent` trials (at most one per `trial_slot`) are started
+    and wait for resources (the progress lines count them). A driver that takes a CPU (no `trial_slot`
+    resource) must leave room for one trial's workers when the cluster fits one now, else the drivers
+    could hold the CPUs their workers wait for.
+    """
     import ray
 
     res = ray.cluster_resources()
     n = spec.max_concurrent
     need_cpu = spec.workers * spec.cpus_per_worker
     need_gpu = spec.workers * spec.gpus_per_worker
-    if TRIAL_SLOT in res:
-        driver = {TRIAL_SLOT: 1}
+    driver_cpu = 0
+    if TRIAL_SLOT in res:  # a concurrency cap set on purpose (on the head: it does not grow with GPU nodes)
+        driver: dict[str, float] = {TRIAL_SLOT: 1}
         n = min(n, int(res[TRIAL_SLOT]))
     else:  # an existing cluster without our custom resource: the driver takes one CPU
         driver = {"CPU": 1}
-        need_cpu += 1
-    if need_cpu > 0:
-        n = min(n, int(res.get("CPU", 0) // need_cpu))
-    if need_gpu > 0:
-        n = min(n, int(res.get("GPU", 0) // need_gpu))
-    if n < 1:
-        raise StudyError(f"a trial needs {need_cpu:g} CPUs and {need_gpu:g} GPUs but the cluster has "
-                         f"{res.get('CPU', 0):g} CPUs and {res.get('GPU', 0):g} GPUs")
+        driver_cpu = 1
+    have_cpu, have_gpu = res.get("CPU", 0), res.get("GPU", 0)
+    fits_now = have_cpu >= need_cpu + driver_cpu and have_gpu >= need_gpu
+    if fixed_cluster:
+        if need_cpu + driver_cpu > 0:
+            n = min(n, int(have_cpu // (need_cpu + driver_cpu)))
+        if need_gpu > 0:
+            n = min(n, int(have_gpu // need_gpu))
+        if n < 1:
+            raise StudyError(f"a trial needs {need_cpu + driver_cpu:g} CPUs and {need_gpu:g} GPUs but the cluster has "
+                             f"{have_cpu:g} CPUs and {have_gpu:g} GPUs")
+        return driver, n
+    if not fits_now:
+        print(f"[{spec.name}] the cluster has {have_cpu:g} CPUs and {have_gpu:g} GPUs now; a trial needs "
+              f"{need_cpu + driver_cpu:g} CPUs and {need_gpu:g} GPUs: trials wait for resources (nodes joining, "
+              "e.g. by the autoscaler)", file=out or sys.stdout, flush=True)
+    elif driver_cpu:
+        n = min(n, max(1, int(have_cpu - need_cpu)))
     return driver, n
+
+
+def _grace_period(spec: StudySpec) -> int:
+    return spec.grace_period if spec.grace_period is not None else spec.default_grace_period()
+
+
+def uses_asha(spec: StudySpec) -> bool:
+    """Whether Tune stops trials early (ASHA): early stopping on, and a grace period before the last epoch."""
+    return bool(spec.early_stopping) and _grace_period(spec) < spec.max_epochs()
 
 
 def _trainable(ctx: _TrialContext, driver: dict) -> Any:
@@ -294,7 +334,7 @@ def _trainable(ctx: _TrialContext, driver: dict) -> Any:
 
 
 def _new_tuner(spec: StudySpec, trainable: Any, study_dir: Path, segment: TuneSegment, index: int,
-               concurrency: int) -> Any:
+               concurrency: int, driver: dict) -> Any:
     """A Tuner for a segment that has no restorable experiment yet."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
@@ -319,16 +359,17 @@ def _new_tuner(spec: StudySpec, trainable: Any, study_dir: Path, segment: TuneSe
         # The generator's own limit: Tune ignores max_concurrent_trials (with a warning) for a generator.
         searcher = BasicVariantGenerator(random_state=spec.seed, max_concurrent=concurrency)
     max_t = spec.max_epochs()
-    grace = spec.grace_period if spec.grace_period is not None else spec.default_grace_period()
-    if spec.early_stopping and grace < max_t:
-        scheduler = ASHAScheduler(time_attr="epoch", max_t=max_t, grace_period=grace,
+    if uses_asha(spec):
+        scheduler = ASHAScheduler(time_attr="epoch", max_t=max_t, grace_period=_grace_period(spec),
                                   reduction_factor=spec.reduction_factor)
     else:
         scheduler = FIFOScheduler()
     tune_config = tune.TuneConfig(metric=spec.metric, mode=spec.mode, num_samples=segment.samples,
                                   search_alg=searcher, scheduler=scheduler, reuse_actors=False)
     trials = spec.total_trials() // spec.samples * segment.samples
-    callback = StudyCallback(spec.name, str(study_dir), trials, spec.metric, spec.mode, max_t)
+    callback = StudyCallback(spec.name, str(study_dir), trials, spec.metric, spec.mode, max_t,
+                             workers=spec.workers, cpus_per_worker=spec.cpus_per_worker,
+                             gpus_per_worker=spec.gpus_per_worker, driver=driver)
     run_config = tune.RunConfig(name=segment.name, storage_path=str(study_dir), verbose=0, callbacks=[callback],
                                 failure_config=tune.FailureConfig(max_failures=spec.trial_retries))
     return tune.Tuner(trainable, param_space=param_space(spec), tune_config=tune_config, run_config=run_config)
@@ -381,7 +422,9 @@ def run_study(spec: StudySpec, *, address: str | None = None, storage_root: str 
     if started_ray:
         init_ray(address, num_cpus=num_cpus, trial_slots=spec.max_concurrent, temp_dir=ray_temp_dir)
     try:
-        driver, concurrency = _trial_resources(spec)
+        driver, concurrency = _trial_resources(spec, fixed_cluster=started_ray and address is None)
+        if uses_asha(spec) and not state_api_reachable():
+            print(f"[{spec.name}] {STATE_API_WARNING}", flush=True)
         study_dir.mkdir(parents=True, exist_ok=True)
         if not existing or grown:  # study.yaml first: a resume after a kill here grows again from it
             dump_study(spec, study_dir / STUDY_FILE)
@@ -399,7 +442,8 @@ def run_study(spec: StudySpec, *, address: str | None = None, storage_root: str 
                 client = tracking.client_for(uri)
                 client.log_text(study_run.run_id, dump_study(spec), STUDY_FILE)
                 client.set_tag(study_run.run_id, "num_trials", str(spec.total_trials()))
-            ctx = _TrialContext(spec=spec, study_run=study_run, train_storage=str(study_dir / "train_runs"))
+            ctx = _TrialContext(spec=spec, study_run=study_run, train_storage=str(study_dir / "train_runs"),
+                                study_dir=str(study_dir))
             trainable = _trainable(ctx, driver)
             results: list[Any] = []
             for index, segment in enumerate(segments):
@@ -413,7 +457,7 @@ def run_study(spec: StudySpec, *, address: str | None = None, storage_root: str 
                     if index > 0:
                         print(f"[{spec.name}] growing the study to {spec.samples} samples: {segment.samples} "
                               f"more in {exp_path} (the Optuna study continues)", flush=True)
-                    tuner = _new_tuner(spec, trainable, study_dir, segment, index, concurrency)
+                    tuner = _new_tuner(spec, trainable, study_dir, segment, index, concurrency, driver)
                 try:
                     results.extend(tuner.fit())
                 except BaseException:
