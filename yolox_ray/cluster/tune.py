@@ -105,9 +105,13 @@ def param_space(spec: StudySpec) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class _TrialContext:
+    """What every trial gets, pickled once into the object store (never into Tune's config, results or
+    experiment files): `auth` is the driver's tracking credential, handed on without being printed."""
+
     spec: StudySpec
     study_run: tracking.StudyRun
     train_storage: str
+    auth: tracking.TrackingAuth | None = None
 
 
 def trial_tags(spec: StudySpec, params: Mapping[str, Any], cfg: ExperimentConfig) -> dict[str, Any]:
@@ -133,6 +137,7 @@ def yolox_trial(config: dict, ctx: _TrialContext) -> None:
 
     trial_id = tune.get_context().get_trial_id()
     spec = ctx.spec
+    tracking.apply_auth(ctx.auth)  # this process exists for this trial only
     # An unreachable server fails the trial here, naming URI and node, not as empty runs later.
     tracking.check_reachable(ctx.study_run.tracking_uri, f"trial {trial_id}")
     cfg = spec.trial_config(config)
@@ -291,8 +296,7 @@ def _build_tuner_parts(spec: StudySpec, ctx: _TrialContext, study_dir: Path, con
 
 def run_study(spec: StudySpec, *, address: str | None = None, storage_root: str | Path = DEFAULT_STUDIES_ROOT,
               tracking_uri: str | None = None, mlruns: str | Path = "mlruns", resume: bool = False,
-              num_cpus: int | None = None, ray_temp_dir: str | None = None,
-              tracking_insecure: bool = False) -> StudyResult:
+              num_cpus: int | None = None, ray_temp_dir: str | None = None) -> StudyResult:
     """Run (or continue) `spec` and return its trials and best result.
 
     Runs on the Ray cluster this process is already connected to, else on `address`, else on a
@@ -302,8 +306,9 @@ def run_study(spec: StudySpec, *, address: str | None = None, storage_root: str 
     (finished trials kept, interrupted ones resumed from their Train checkpoints, the Optuna
     state restored, no MLflow run duplicated); its stored spec must equal `spec`.
     `resume=True` additionally requires that there is something to continue.
-    On a multi-node cluster the local server listens on the driver's node IP only with
-    `tracking_insecure` (see `tracking.tracking_session`); a loopback `tracking_uri` is refused.
+    On a multi-node cluster the local server listens on the driver's node IP, authenticated (see
+    `tracking.tracking_session`); a loopback `tracking_uri` is refused. The trials get the driver's
+    MLflow credential (`tracking.current_auth`), if any.
     """
     import logging
 
@@ -334,7 +339,7 @@ def run_study(spec: StudySpec, *, address: str | None = None, storage_root: str 
         study_dir.mkdir(parents=True, exist_ok=True)
         if not restoring:
             dump_study(spec, study_dir / "study.yaml")
-        with tracking.tracking_session(tracking_uri, mlruns, insecure_network=tracking_insecure) as uri:
+        with tracking.tracking_session(tracking_uri, mlruns) as uri:
             study_run = tracking.ensure_study_run(
                 uri, study=spec.name, study_dir=study_dir, experiment_name=spec.experiment,
                 tags={"searcher": spec.searcher, "metric": spec.metric,
@@ -346,7 +351,8 @@ def run_study(spec: StudySpec, *, address: str | None = None, storage_root: str 
             if not restoring:
                 client = tracking.client_for(uri)
                 client.log_text(study_run.run_id, dump_study(spec), "study.yaml")
-            ctx = _TrialContext(spec=spec, study_run=study_run, train_storage=str(study_dir / "train_runs"))
+            ctx = _TrialContext(spec=spec, study_run=study_run, train_storage=str(study_dir / "train_runs"),
+                                auth=tracking.current_auth())
             trainable, tune_config, run_config = _build_tuner_parts(spec, ctx, study_dir, concurrency, driver)
             if restoring:
                 print(f"[{spec.name}] resuming the study in {study_dir}", flush=True)
@@ -457,7 +463,7 @@ def run_tune_cli(args: Any) -> int:
         storage_root = Path(args.out or getattr(args, "storage", None) or DEFAULT_STUDIES_ROOT)
     spec = with_cli_args(spec, args)
     result = run_study(spec, address=args.address, storage_root=storage_root, tracking_uri=args.tracking_uri,
-                       resume=bool(args.resume), tracking_insecure=bool(getattr(args, "tracking_insecure", False)))
+                       resume=bool(args.resume))
     print_result(result)
     return 0 if result.num_finished > 0 else 1
 
