@@ -69,7 +69,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from step_speed import make_labels, step as our_step  # noqa: E402  (benchmarks/ is sys.path[0])
-from yolox_ray.config import (AssignConfig, ExperimentConfig, LossConfig, MODEL_PRESETS,  # noqa: E402
+from yolox_ray.config import (ExperimentConfig, LossConfig, MODEL_PRESETS,  # noqa: E402
                               apply_overrides, dump_yaml, experiment_preset)
 
 OFFICIAL_MODELS = ("yolox_nano", "yolox_tiny", "yolox_s", "yolox_m", "yolox_l", "yolox_x")
@@ -397,7 +397,7 @@ def bench_epoch(args, root: Path, tmp: Path) -> None:
     wall = None
     if not args.skip_cli:
         seconds, iters, wall = cli_epochs(cfg, root, tmp, args.threads)
-        rows.append((f"yolox-ray train (Ray, 1 worker)", seconds, iters))
+        rows.append(("yolox-ray train (Ray, 1 worker)", seconds, iters))
     base = statistics.median(rows[0][1][1:])
     print(f"  {'':<34}{'iters/ep':>9}{'epoch s':>10}{'iters/s':>9}{'vs official':>13}   per-epoch s")
     for name, seconds, iters in rows:

@@ -162,8 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     # 2. Run (or continue) the grid study on Ray Tune; one MLflow server for the whole script.
-    with tracking.tracking_session(args.tracking_uri, args.mlruns, address=args.address,
-                                 insecure_network=args.tracking_insecure) as uri:
+    with tracking.tracking_session(args.tracking_uri, args.mlruns, address=args.address) as uri:
         result = run_study(spec, address=args.address, storage_root=args.out, tracking_uri=uri)
 
         # 3. The table: per row AP mean ± std over seeds, deltas, the paper's values, params/GFLOPs.

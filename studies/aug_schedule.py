@@ -64,8 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = study_from_file(STUDY_FILE, args, name=args.name or f"aug_schedule-{args.preset}", samples=args.samples,
                            adapt_space=fit_no_aug)
 
-    with tracking.tracking_session(args.tracking_uri, args.mlruns, address=args.address,
-                                 insecure_network=args.tracking_insecure) as uri:
+    with tracking.tracking_session(args.tracking_uri, args.mlruns, address=args.address) as uri:
         result = run_study(spec, address=args.address, storage_root=args.out, tracking_uri=uri)
         print_result(result)
         write_search_outputs(result, spec.name, uri, user_tracking_uri=args.tracking_uri)

@@ -73,8 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                                samples=args.samples, no_early_stop=args.no_early_stop)
     base = spec.base_config()
 
-    with tracking.tracking_session(args.tracking_uri, args.mlruns, address=args.address,
-                                 insecure_network=args.tracking_insecure) as uri:
+    with tracking.tracking_session(args.tracking_uri, args.mlruns, address=args.address) as uri:
         result = run_study(spec, address=args.address, storage_root=args.out, tracking_uri=uri)
         print_result(result)
         out = result.study_dir

@@ -1,6 +1,7 @@
 """Root conftest: its folder (tests/) goes on sys.path, so test modules can import shared helpers
 such as `tiny_config`."""
 
+import os
 import shutil
 import tempfile
 
@@ -37,3 +38,23 @@ def ray_cluster(request):
     shutdown_ray()
     shutil.rmtree(temp_dir, ignore_errors=True)
     mp.undo()
+
+
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory, request):
+    """A real MLflow server on this machine's non-loopback address (where a multi-node cluster's server
+    listens), hence with basic auth; shared by the session like `server`. Skips without such an address."""
+    import ray.util
+
+    from yolox_ray.cluster import tracking
+
+    host = ray.util.get_node_ip_address()  # the address of the default route (no packet is sent)
+    if tracking.is_loopback_host(host):
+        if os.environ.get("CI"):
+            pytest.fail(f"the authenticated-server tests must run in CI, but this machine has no non-loopback "
+                        f"address (got {host})")
+        pytest.skip(f"this machine has no non-loopback address (got {host})")
+    srv = tracking.start_server(tmp_path_factory.getbasetemp() / "mlflow_auth", host=host, timeout_s=600)
+    if srv.owned:
+        request.config.add_cleanup(lambda: tracking.stop_server(srv))
+    return srv

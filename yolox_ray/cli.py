@@ -18,10 +18,9 @@ def _add_cluster_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (0 = CPU, gloo)")
     p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per worker")
     p.add_argument("--storage", default=None, help="storage_path for checkpoints and results (shared storage on a cluster)")
-    p.add_argument("--tracking-uri", default=None, help="existing MLflow tracking server; default: a local server over SQLite")
-    p.add_argument("--tracking-insecure", action="store_true",
-                   help="on a multi-node cluster without --tracking-uri: serve the local MLflow store, "
-                        "unauthenticated, on this driver's node address (trusted private networks only)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="existing MLflow tracking server; default: a local server over SQLite (on 127.0.0.1, or "
+                        "with authentication on this driver's node address when the cluster has other nodes)")
 
 
 def _add_experiment_args(p: argparse.ArgumentParser) -> None:

@@ -36,11 +36,10 @@ def add_study_args(p: argparse.ArgumentParser, *, name_help: str, max_concurrent
                                                 "trials at once (default: as many as the cluster fits)"))
     p.add_argument("--out", default=DEFAULT_STUDIES_ROOT, help="studies folder (shared storage on a cluster)")
     p.add_argument("--name", default=None, help=name_help)
-    p.add_argument("--tracking-uri", default=None, help="MLflow server; default: a local one over ./mlruns")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow server; default: a local one over --mlruns (on 127.0.0.1, or with authentication "
+                        "on this driver's node address when the cluster has other nodes)")
     p.add_argument("--mlruns", default="mlruns", help="the local MLflow store when --tracking-uri is not given")
-    p.add_argument("--tracking-insecure", action="store_true",
-                   help="on a multi-node cluster without --tracking-uri: serve the local MLflow store, "
-                        "unauthenticated, on this driver's node address (trusted private networks only)")
     p.add_argument("overrides", nargs="*", help="key=value overrides applied to every trial's config")
 
 

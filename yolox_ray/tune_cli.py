@@ -38,7 +38,7 @@ def run_tune_cli(args: Any) -> int:
     from yolox_ray.cluster.tune import run_study
 
     result = run_study(spec, address=args.address, storage_root=storage_root, tracking_uri=args.tracking_uri,
-                       resume=bool(args.resume), tracking_insecure=bool(getattr(args, "tracking_insecure", False)))
+                       resume=bool(args.resume))
     print_result(result)
     return 0 if result.num_finished > 0 else 1
 

@@ -4,7 +4,8 @@ node in separate network namespaces (no shared loopback), the filesystem shared 
 The study script runs from the head's namespace with `--address`; the head has no CPUs, so every
 Train worker runs on the worker node, and the trial drivers (a `trial_slot` resource) on the head.
 It checks what breaks off the driver's node: tracking (the local MLflow server must listen on the
-head's node IP, and rank 0 on the worker node logs params and AP into it), shared storage (the
+head's node IP with authentication, refuse unauthenticated requests, and rank 0 on the worker node,
+handed the credential, logs params and AP into it; the password is printed nowhere), shared storage (the
 worker node's checkpoints land in the study folder), and a lost node: the worker node's Ray
 processes are killed mid-trial and the node is restarted; the study still finishes with every
 trial once, resumed from its checkpoint. The cluster uses Ray token auth, which the driver must
@@ -15,12 +16,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
 import time
+from configparser import ConfigParser
 from pathlib import Path
 
 import pytest
@@ -93,7 +97,7 @@ def test_ablation_study_on_two_nodes_survives_a_lost_worker_node(two_nodes, tmp_
     study = out / "abl-2n"
     cmd = [sys.executable, str(ROOT / "studies" / "ablation_table.py"), "--address", cluster.address,
            "--epochs", str(EPOCHS), "--rows", ",".join(ROWS), "--name", "abl-2n", "--out", str(out),
-           "--mlruns", str(mlruns), "--tracking-insecure", *_tiny(tmp_path / "data")]
+           "--mlruns", str(mlruns), *_tiny(tmp_path / "data")]
     proc = cluster.popen(cluster.head_ns, cmd, log)
 
     # Mid-trial: a first checkpoint written by the worker node, the last epoch not yet everywhere.
@@ -104,6 +108,15 @@ def test_ablation_study_on_two_nodes_survives_a_lost_worker_node(two_nodes, tmp_
     unfinished = len(at_kill) < len(ROWS) or any(f"epoch_{EPOCHS:04d}" not in eps for eps in at_kill.values())
     assert unfinished, at_kill  # the kill hit a trial in flight
     cluster.wait_nodes(1, timeout_s=60)
+    # From the worker node, a request without the credential is refused (its trials were handed it).
+    uri = re.search(r"MLflow tracking server for the cluster: (http://\S+)", log.read_text(errors="replace")).group(1)
+    probe = ("import urllib.request, urllib.error\n"
+             f"try:\n    print(urllib.request.urlopen('{uri}/api/2.0/mlflow/experiments/search?max_results=1',"
+             " timeout=60).status)\n"
+             "except urllib.error.HTTPError as exc:\n    print(exc.code)\n")
+    answer = subprocess.run(["ip", "netns", "exec", cluster.worker_ns, sys.executable, "-c", probe],
+                            capture_output=True, text=True, timeout=120)
+    assert answer.stdout.split() == ["401"], (answer.stdout, answer.stderr)
     cluster.start_worker(num_cpus=2)
 
     try:
@@ -112,8 +125,15 @@ def test_ablation_study_on_two_nodes_survives_a_lost_worker_node(two_nodes, tmp_
         raise AssertionError(f"the study did not finish:\n{log.read_text(errors='replace')[-6000:]}\n{cluster.logs()}")
     printed = log.read_text(errors="replace")
     assert rc == 0, printed[-6000:] + cluster.logs()
-    # The local server listened on the head's node address (not loopback): the worker node reached it.
+    # The local server listened on the head's node address (not loopback), authenticated: the worker node
+    # reached it with the credential it was handed, which no line of the study's output shows.
     assert f"MLflow tracking server for the cluster: http://{cluster.head_ip}:" in printed
+    assert "basic auth" in printed
+    ini = ConfigParser(interpolation=None)
+    ini.read(mlruns / "auth" / "basic_auth.ini")
+    password = ini["mlflow"]["admin_password"]
+    assert stat.S_IMODE((mlruns / "auth" / "basic_auth.ini").stat().st_mode) == 0o600
+    assert password not in printed and password not in cluster.logs()
 
     # Every trial once, finished, with its checkpoints on the shared storage.
     trials = json.loads((study / "trials.json").read_text())["trials"]
@@ -139,3 +159,5 @@ def test_ablation_study_on_two_nodes_survives_a_lost_worker_node(two_nodes, tmp_
         assert run.data.params.get("assign.assigner") and len(run.data.params) > 20, run.data.params
         assert "AP" in run.data.metrics and 0.0 <= run.data.metrics["AP"] <= 100.0
         assert run.data.metrics["epoch"] == EPOCHS
+        assert all(password not in v for v in {**run.data.params, **run.data.tags}.values())
+    assert not [p for p in study.rglob("*") if p.is_file() and password.encode() in p.read_bytes()]

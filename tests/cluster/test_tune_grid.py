@@ -190,3 +190,36 @@ def test_grid_study_respects_max_concurrent(server, ray_cluster, tmp_path):
     client = tracking.client_for(server.uri)
     spans = sorted((r.info.start_time, r.info.end_time) for r in (client.get_run(t.run_id) for t in result.trials))
     assert spans[0][1] <= spans[1][0], f"trials overlapped: {spans}"
+
+
+def test_trials_log_through_an_authenticated_server_without_exposing_the_password(auth_server, ray_cluster,
+                                                                                  tmp_path):
+    """The multi-node path's tracking on one node: the driver holds the server's credential (as
+    `tracking_session` sets it), the trial process and its rank-0 Train worker (started by a raylet that
+    never saw it) must be handed it, and it must land in no param, tag, printed line or study file."""
+    import contextlib
+    import io
+
+    password = auth_server.auth.password
+    overrides = dict(TINY, **{"data.cache_dir": str(tmp_path / "data_cache")})
+    spec = StudySpec(name="grid_auth", searcher="grid", preset="yolox_nano", overrides=overrides, seeds=(0,),
+                     rows=(StudyRow("simota"),), max_concurrent=1, max_failures=0)
+    out = io.StringIO()
+    with tracking.authenticated(auth_server.auth), contextlib.redirect_stdout(out):
+        result = run_study(spec, storage_root=tmp_path / "studies", tracking_uri=auth_server.uri)
+        client = tracking.client_for(auth_server.uri)
+        runs = [client.get_run(result.parent_run_id), client.get_run(result.trials[0].run_id)]
+    assert tracking.current_auth() is None  # the driver's environment is as before
+
+    (trial,) = result.trials
+    assert trial.status == "finished", trial.error
+    child = runs[1]
+    assert child.info.status == "FINISHED"
+    assert child.data.params.get("assign.assigner") and len(child.data.params) > 20  # rank 0 logged
+    assert "AP" in child.data.metrics and child.data.metrics["epoch"] == 2
+    for run in runs:
+        for key, value in {**run.data.params, **run.data.tags}.items():
+            assert password not in key and password not in value, key
+    assert password not in out.getvalue()
+    leaked = [p for p in result.study_dir.rglob("*") if p.is_file() and password.encode() in p.read_bytes()]
+    assert not leaked

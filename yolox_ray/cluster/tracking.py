@@ -5,7 +5,7 @@ Layout of a local tracking store (``root``, default ``./mlruns``)::
     mlruns/
       mlflow.db        SQLite backend store (only the server process opens it)
       artifacts/       artifact store, served by the server (``mlflow-artifacts:/`` URIs)
-      server.json      {"pid", "port", "uri", "owner_pid"} of the running server
+      server.json      {"pid", "port", "uri", "owner_pid", "auth"} of the running server
       server.log       the server's stdout/stderr
 
 `start_server(root)` starts ``mlflow server`` on 127.0.0.1 in its own process group (or reuses
@@ -16,11 +16,24 @@ killed sweep driver) is adopted by the next process that reuses it, which then s
 Multi-node clusters (`tracking_session(..., address=...)`): trials on other nodes cannot reach the
 driver's loopback, so when the connected cluster has nodes besides the driver's, the local server
 listens on the driver's Ray node IP (the address those nodes already use to reach this node), with
-MLflow's allowed Host headers set to that address only. That server has no authentication, so it is
-refused unless the user opts in (``insecure_network=True``, the scripts' ``--tracking-insecure``);
-the alternative is ``--tracking-uri`` of a server every node can reach. A loopback
-``--tracking-uri`` with such a cluster is refused before any trial starts, and every trial checks
-its tracking URI at start (`check_reachable`), naming the URI and its node.
+MLflow's allowed Host headers set to that address only, and **with authentication**: MLflow's
+basic-auth app (``--app-name basic-auth``), whose admin credential is generated (``secrets``) when the
+store is first served beyond loopback and kept owner-only next to it::
+
+    mlruns/auth/              0700
+      basic_auth.ini          0600: [mlflow] section of MLflow's auth config (default_permission
+                              NO_PERMISSIONS, the admin user and password), [yolox-ray] the Flask secret key
+      basic_auth.db           MLflow's user/permission database
+
+The credential travels as a `TrackingAuth`, whose repr/str hide the password: the driver's MLflow
+clients read it from ``MLFLOW_TRACKING_USERNAME/PASSWORD`` set for the session (`authenticated`); a
+Tune trial gets it in its pickled context and a Train worker in its loop config, and each sets it in
+its own process (`apply_auth`). It is never printed, logged as a param/tag, or written elsewhere. The
+credential belongs to the store's auth database, so every study served from one store (and a resumed
+study) uses the same one. Basic auth over plain HTTP: on a network you do not trust, use
+``--tracking-uri`` of an https server. A loopback ``--tracking-uri`` with such a cluster is refused
+before any trial starts, and every trial checks its tracking URI and credential at start
+(`check_reachable`), naming the URI and its node.
 
 Runs: one **parent run per study** (`ensure_study_run`, its id kept in ``<study_dir>/mlflow.json``
 and re-used on resume) and one **child run per trial** (`ensure_trial_run`, tagged
@@ -59,6 +72,7 @@ import json
 import math
 import os
 import queue
+import secrets
 import signal
 import subprocess
 import sys
@@ -69,6 +83,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import warnings
+from configparser import ConfigParser
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -78,6 +93,10 @@ from yolox_ray.config import ConfigError
 from yolox_ray.metrics import AP, AP50, COCO_STAT_KEYS, LOSS
 
 LOCAL_HOST = "127.0.0.1"
+AUTH_DIR = "auth"  # under the store root: MLflow's basic-auth config and database (owner-only)
+AUTH_CONFIG = "basic_auth.ini"
+AUTH_USER = "yolox-ray"
+_CRED_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 STUDY_RUN_FILE = "mlflow.json"
 # The AP of the best checkpoint uploaded so far (`checkpoints/best_ckpt.pth`).
 BEST_CHECKPOINT_AP = f"best_checkpoint_{AP}"
@@ -113,16 +132,143 @@ def uri_host(uri: str) -> str | None:
 
 def check_reachable(uri: str, where: str, timeout_s: float = 10.0) -> None:
     """Fail now, naming `uri` and this node, if an http(s) tracking server does not answer /health
-    from here (instead of trials whose every log call is swallowed into a warning)."""
+    from here, or refuses this process's credential (instead of trials whose every log call is
+    swallowed into a warning)."""
     if uri_host(uri) is None:
         return
-    if server_healthy(uri, timeout_s=timeout_s):
+    if not server_healthy(uri, timeout_s=timeout_s):
+        hint = (" (a loopback address: only processes on the server's own machine reach it)"
+                if is_loopback_host(uri_host(uri)) else "")
+        raise TrackingUnreachableError(
+            f"{where} on node {node_ip()}: the MLflow tracking server {uri} does not answer{hint}; "
+            f"give --tracking-uri a server every node of the cluster can reach")
+    auth = current_auth()
+    if auth is None and (os.environ.get("MLFLOW_TRACKING_TOKEN") or os.environ.get("MLFLOW_TRACKING_AUTH")):
+        return  # another kind of credential: MLflow's client knows how to send it, this probe does not
+    status = _api_status(uri, auth, timeout_s)
+    if status in (401, 403):
+        has = "its credential was refused" if auth else "no credential was handed to this process"
+        raise TrackingUnreachableError(
+            f"{where} on node {node_ip()}: the MLflow tracking server {uri} requires authentication and "
+            f"{has} (HTTP {status}); for your own server set MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD "
+            f"for the driver")
+
+
+def _api_status(uri: str, auth: TrackingAuth | None, timeout_s: float) -> int | None:
+    """HTTP status of one read-only API call (search one experiment) with `auth`; None if no answer."""
+    import base64
+
+    req = urllib.request.Request(f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1")
+    if auth is not None:
+        token = base64.b64encode(f"{auth.username}:{auth.password}".encode()).decode()
+        req.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+# =============================================================================================
+# Credentials
+
+
+@dataclass(frozen=True)
+class TrackingAuth:
+    """An HTTP basic-auth credential for a tracking server. Its repr/str hide the password, so it can
+    ride in a pickled trial context or a Train loop config (which Ray shows with str()) unseen."""
+
+    username: str
+    password: str
+
+    def __repr__(self) -> str:
+        return f"TrackingAuth(username={self.username!r}, password=<hidden>)"
+
+    __str__ = __repr__
+
+
+def current_auth() -> TrackingAuth | None:
+    """The basic-auth credential this process's MLflow clients send (MLflow's own lookup: the
+    MLFLOW_TRACKING_USERNAME/PASSWORD variables, else ~/.mlflow/credentials), or None."""
+    from mlflow.utils.credentials import read_mlflow_creds
+
+    creds = read_mlflow_creds()
+    return TrackingAuth(creds.username, creds.password) if creds.username and creds.password else None
+
+
+def apply_auth(auth: TrackingAuth | None) -> None:
+    """Make this process's MLflow clients send `auth` (for processes that exist for one trial or
+    Train worker: MLflow takes credentials from the environment only)."""
+    if auth is not None:
+        os.environ[_CRED_ENV[0]], os.environ[_CRED_ENV[1]] = auth.username, auth.password
+
+
+@contextlib.contextmanager
+def authenticated(auth: TrackingAuth | None) -> Iterator[None]:
+    """`apply_auth` for the duration of the block, then the previous values back (the driver)."""
+    if auth is None:
+        yield
         return
-    hint = (" (a loopback address: only processes on the server's own machine reach it)"
-            if is_loopback_host(uri_host(uri)) else "")
-    raise TrackingUnreachableError(
-        f"{where} on node {node_ip()}: the MLflow tracking server {uri} does not answer{hint}; "
-        f"give --tracking-uri a server every node of the cluster can reach")
+    before = {k: os.environ.get(k) for k in _CRED_ENV}
+    apply_auth(auth)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Create `path` owner-only (0600) from the start: the content is never readable by others."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
+def auth_config_path(root: str | Path) -> Path:
+    return Path(root).expanduser().resolve() / AUTH_DIR / AUTH_CONFIG
+
+
+def server_auth(root: str | Path) -> tuple[TrackingAuth, str]:
+    """The admin credential and Flask secret key of the store's basic-auth server: read from
+    ``<root>/auth/basic_auth.ini``, or generated there (folder 0700, file 0600) the first time.
+    Generated once per store: MLflow creates the admin from the ini only while its auth database
+    has no admin, so the ini and ``basic_auth.db`` belong together."""
+    path = auth_config_path(root)
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)
+        cfg = ConfigParser(interpolation=None)
+        cfg["mlflow"] = {
+            "default_permission": "NO_PERMISSIONS",  # nothing for anyone but the admin
+            "database_uri": f"sqlite:///{path.parent / 'basic_auth.db'}",
+            "admin_username": AUTH_USER,
+            "admin_password": secrets.token_urlsafe(32),
+            "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
+            # Without it every request pays a PBKDF2 check (slow on a busy driver); one worker, one user,
+            # so the cache's cross-worker staleness does not arise.
+            "auth_cache_ttl_seconds": "600",
+        }
+        cfg["yolox-ray"] = {"flask_secret_key": secrets.token_hex(32)}
+        buf = io.StringIO()
+        cfg.write(buf)
+        with contextlib.suppress(FileExistsError):  # another process created it first: read theirs
+            _write_private(path, buf.getvalue())
+    os.chmod(path.parent, 0o700)
+    os.chmod(path, 0o600)
+    cfg = ConfigParser(interpolation=None)
+    cfg.read(path)
+    try:
+        auth = TrackingAuth(cfg["mlflow"]["admin_username"], cfg["mlflow"]["admin_password"])
+        return auth, cfg["yolox-ray"]["flask_secret_key"]
+    except KeyError as exc:
+        raise TrackingError(f"{path} lacks {exc}: delete the {path.parent} folder to start over "
+                            f"(its server's users are lost)") from None
 
 
 # =============================================================================================
@@ -138,6 +284,7 @@ class TrackingServer:
     port: int
     root: Path
     owned: bool
+    auth: TrackingAuth | None = None  # a server beyond loopback: its basic-auth admin credential
 
     @property
     def record_path(self) -> Path:
@@ -210,24 +357,22 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def start_server(root: str | Path = "mlruns", *, port: int | None = None, host: str = LOCAL_HOST,
-                 insecure_network: bool = False, timeout_s: float = 180.0) -> TrackingServer:
+                 timeout_s: float = 180.0) -> TrackingServer:
     """Start (or reuse) a local MLflow tracking server over ``<root>/mlflow.db`` on `host` (127.0.0.1).
 
     Reuse: if ``<root>/server.json`` names a live server that answers ``/health``, it is returned
     (owned only if the process that started it is gone, i.e. it is adopted). Otherwise a new
     ``mlflow server`` is started in its own session/process group; the call waits for
     ``/health`` (the first start migrates the SQLite schema and can take ~30 s on a loaded box).
-    A non-loopback `host` (a cluster's node IP) needs `insecure_network=True`: the server has no
-    authentication, and nobody's store is opened to a network without saying so.
+    A non-loopback `host` (a cluster's node IP) gets MLflow's basic-auth app with the store's
+    credential (`server_auth`, returned as ``.auth``): nobody's store is served to a network open.
     """
-    if not is_loopback_host(host) and not insecure_network:
-        raise ConfigError(f"refusing to serve the MLflow store unauthenticated on {host}: pass "
-                          f"insecure_network=True (--tracking-insecure) on a trusted private network, or "
-                          f"use a tracking server with authentication (--tracking-uri)")
     root = Path(root).expanduser().resolve()
+    secure = not is_loopback_host(host)
     root.mkdir(parents=True, exist_ok=True)
     record = root / "server.json"
     with _locked(root / "server.lock"):
+        auth, secret_key = server_auth(root) if secure else (None, None)
         if record.exists():
             try:
                 info = json.loads(record.read_text())
@@ -239,13 +384,16 @@ def start_server(root: str | Path = "mlruns", *, port: int | None = None, host: 
                 if uri_host(uri) != host:
                     raise TrackingError(f"the MLflow server over {root} (pid {pid}) listens at {uri}, not on {host}: "
                                         f"stop it, or use another --mlruns folder")
+                if secure and not info.get("auth"):
+                    raise TrackingError(f"the MLflow server over {root} (pid {pid}) listens at {uri} without "
+                                        f"authentication: stop it, and the next start serves the store with it")
                 if not server_healthy(uri):  # may still be starting: give it time
                     _wait_healthy(uri, pid, timeout_s, root / "server.log", kill_on_timeout=False)
                 adopt = not _pid_alive(owner) or owner == os.getpid()
                 if adopt:
                     info["owner_pid"] = os.getpid()
                     record.write_text(json.dumps(info))
-                return TrackingServer(uri=uri, pid=pid, port=rec_port, root=root, owned=adopt)
+                return TrackingServer(uri=uri, pid=pid, port=rec_port, root=root, owned=adopt, auth=auth)
             record.unlink()  # stale record of a dead server
         port = port or free_port()
         uri = f"http://{host}:{port}"
@@ -257,22 +405,32 @@ def start_server(root: str | Path = "mlruns", *, port: int | None = None, host: 
                "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
                "--artifacts-destination", artifacts.as_uri(),
                "--host", host, "--port", str(port), "--workers", "1"]
-        if not is_loopback_host(host):  # MLflow 3 refuses non-local Host headers unless allowed; allow only ours
-            cmd += ["--allowed-hosts", f"{host}:{port},{host}"]
+        env = _server_env()
+        if secure:
+            # MLflow 3 refuses non-local Host headers unless allowed; allow only ours. Every API and UI
+            # request needs the credential (open: /health, static files, server info); MLflow's auth
+            # config and its Flask CSRF key come from the environment.
+            cmd += ["--allowed-hosts", f"{host}:{port},{host}", "--app-name", "basic-auth"]
+            env["MLFLOW_AUTH_CONFIG_PATH"] = str(auth_config_path(root))
+            env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = secret_key
         log_path = root / "server.log"
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True, cwd=str(root), env=_server_env())
+                                    start_new_session=True, cwd=str(root), env=env)
         _wait_healthy(uri, proc.pid, timeout_s, log_path)
         record.write_text(json.dumps({"pid": proc.pid, "port": port, "uri": uri, "owner_pid": os.getpid(),
-                                      "started_at": time.time()}))
-        return TrackingServer(uri=uri, pid=proc.pid, port=port, root=root, owned=True)
+                                      "started_at": time.time(), "auth": secure}))
+        return TrackingServer(uri=uri, pid=proc.pid, port=port, root=root, owned=True, auth=auth)
 
 
 def _server_env() -> dict[str, str]:
     # The server's GenAI job runner (huey: ~8 extra processes) is not used by yolox-ray.
     env = dict(os.environ)
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    # Our auth config names the admin; a caller's MLFLOW_AUTH_ADMIN_* would override it.
+    for key in ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_AUTH_CONFIG_PATH",
+                "MLFLOW_FLASK_SERVER_SECRET_KEY", *_CRED_ENV):
+        env.pop(key, None)
     return env
 
 
@@ -323,7 +481,7 @@ def server_host_for_cluster(tracking_uri: str | None) -> str:
                 f"--tracking-uri {tracking_uri} is this machine's loopback, but the cluster has other nodes "
                 f"({', '.join(nodes.remote_ips)}) whose trials cannot reach it: give the address of a tracking "
                 f"server every node can reach, or leave --tracking-uri out to serve the local store on "
-                f"{nodes.driver_ip} (with --tracking-insecure)")
+                f"{nodes.driver_ip} (with authentication)")
         return LOCAL_HOST
     if is_loopback_host(nodes.driver_ip):
         raise ConfigError(f"this driver's Ray node address is {nodes.driver_ip} but the cluster has other nodes "
@@ -333,14 +491,15 @@ def server_host_for_cluster(tracking_uri: str | None) -> str:
 
 
 @contextlib.contextmanager
-def tracking_session(tracking_uri: str | None = None, root: str | Path = "mlruns", *, address: str | None = None,
-                     insecure_network: bool = False) -> Iterator[str]:
+def tracking_session(tracking_uri: str | None = None, root: str | Path = "mlruns", *,
+                     address: str | None = None) -> Iterator[str]:
     """Yield a tracking URI: `tracking_uri` as given, else a local server under `root` (stopped on
     exit if this process started or adopted it).
 
     `address`: the Ray cluster the trials will run on; it is joined first (and left on exit if joined
     here) so the server can listen where every node reaches it (`server_host_for_cluster`). Without
-    it, an already connected cluster is used the same way; none: loopback.
+    it, an already connected cluster is used the same way; none: loopback. A server beyond loopback
+    is authenticated; its credential is this process's MLflow credential for the session.
     """
     joined = False
     if address is not None and not _ray_connected():
@@ -351,18 +510,13 @@ def tracking_session(tracking_uri: str | None = None, root: str | Path = "mlruns
         if tracking_uri:
             yield tracking_uri
             return
-        if not is_loopback_host(host) and not insecure_network:
-            raise ConfigError(
-                f"trials run on other nodes of the cluster, so a local MLflow server would have to listen on "
-                f"{host} (this driver's node address) without authentication. Give --tracking-uri a tracking "
-                f"server every node can reach (ideally with authentication), or pass --tracking-insecure to "
-                f"serve {Path(root).expanduser().resolve()} on {host} (only on a trusted private network)")
-        server = start_server(root, host=host, insecure_network=insecure_network)
-        if not is_loopback_host(host):
-            print(f"MLflow tracking server for the cluster: {server.uri} (unauthenticated, --tracking-insecure)",
-                  flush=True)
+        server = start_server(root, host=host)
+        if server.auth is not None:
+            print(f"MLflow tracking server for the cluster: {server.uri} (basic auth, user {server.auth.username}; "
+                  f"password in {auth_config_path(root)}, readable by you only)", flush=True)
         try:
-            yield server.uri
+            with authenticated(server.auth):
+                yield server.uri
         finally:
             if server.owned:
                 stop_server(server)
@@ -385,7 +539,9 @@ def run_ui_cli(args: Any) -> int:
         with contextlib.suppress(ValueError, KeyError):
             info = json.loads(record.read_text())
             if _pid_alive(int(info["pid"])) and server_healthy(info["uri"]):
-                print(f"MLflow UI (study server already running): {info['uri']}", flush=True)
+                login = (f" (log in as {AUTH_USER}; the password is in {auth_config_path(root)})"
+                         if info.get("auth") else "")
+                print(f"MLflow UI (study server already running): {info['uri']}{login}", flush=True)
                 return 0
     if not (root / "mlflow.db").exists():
         print(f"yolox-ray ui: no MLflow store at {root} (expected {root / 'mlflow.db'})", file=sys.stderr)

@@ -327,7 +327,11 @@ def _train_worker(config: dict[str, Any], rank: int, world: int) -> dict[str, An
             resume = load_checkpoint(d)
 
     callbacks: list[Any] = list(config.get("worker_callbacks") or ())
-    tracking = config.get("tracking")
+    tracking = dict(config.get("tracking") or {}) or None
+    if tracking and rank == 0:
+        from yolox_ray.cluster.tracking import apply_auth
+
+        apply_auth(tracking.pop("auth", None))  # this worker process exists for this run only
     _check_tracking_reachable(tracking, rank)
     if tracking and rank == 0:
         from yolox_ray.cluster.tracking import MLflowTrialLogger
@@ -393,7 +397,8 @@ def make_trainer(
     """A `RetryingTrainer` around a `TorchTrainer` for `cfg` (works inside a Tune function trainable too).
 
     callbacks: `ray.train.UserCallback`s (driver/controller side, e.g. TuneReportCallback).
-    tracking: `{"tracking_uri": ..., "run_id": ...}`: rank 0 logs to that MLflow run.
+    tracking: `{"tracking_uri": ..., "run_id": ...}`: rank 0 logs to that MLflow run, with this
+    process's MLflow credential (`tracking.current_auth`, carried hidden in the loop config).
     worker_callbacks: picklable engine callbacks run on every worker (e.g. fault injection in tests).
     Checkpoints: the latest is always kept, plus the `num_to_keep` best by AP.
     The dataset is checked first (`data_reports`: the result of `check_data` when already done);
@@ -418,6 +423,10 @@ def make_trainer(
     resources: dict[str, float] = {"CPU": float(cpus_per_worker)}
     if use_gpu:
         resources["GPU"] = float(gpus_per_worker or 1.0)
+    if tracking:
+        from yolox_ray.cluster.tracking import current_auth
+
+        tracking = {**tracking, "auth": current_auth()}  # a TrackingAuth: Ray's str() of it hides the password
     loop_config = {
         "config": to_flat_dict(cfg),
         "tracking": dict(tracking) if tracking else None,
@@ -491,7 +500,6 @@ def run_training(
     num_cpus: int | None = None,
     temp_dir: str | None = None,
     out=None,
-    tracking_insecure: bool = False,
 ) -> dict[str, Any]:
     """Train one model on a local (default) or existing (`address`) Ray cluster; print progress.
 
@@ -517,7 +525,7 @@ def run_training(
                             max_failures, out, data_reports)
     from yolox_ray.cluster.tracking import end_training_run, start_training_run, tracking_session
 
-    with tracking_session(tracking_uri, insecure_network=tracking_insecure) as uri:
+    with tracking_session(tracking_uri) as uri:
         tracking = start_training_run(uri, cfg, run_name)
         print(f"MLflow: {uri} (run {run_name})", file=out, flush=True)
         status = "FAILED"
@@ -638,8 +646,7 @@ def run_train_cli(args) -> int:
     try:
         summary = run_training(cfg, address=args.address, workers=args.workers, gpus_per_worker=gpus,
                                cpus_per_worker=args.cpus_per_worker, storage=args.storage, name=args.name,
-                               max_failures=args.max_failures, tracking_uri=args.tracking_uri,
-                               tracking_insecure=bool(getattr(args, "tracking_insecure", False)))
+                               max_failures=args.max_failures, tracking_uri=args.tracking_uri)
     except DeterministicTrainingError as exc:
         print(f"yolox-ray: training failed: {exc}", file=sys.stderr, flush=True)
         return 1

@@ -124,10 +124,14 @@ def param_space(spec: StudySpec) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class _TrialContext:
+    """What every trial gets, pickled once into the object store (never into Tune's config, results or
+    experiment files): `auth` is the driver's tracking credential, handed on without being printed."""
+
     spec: StudySpec
     study_run: tracking.StudyRun
     train_storage: str
     study_dir: str = ""  # for the trial's log file (an experiment pickled before it existed: no log file)
+    auth: tracking.TrackingAuth | None = None
 
 
 def trial_tags(spec: StudySpec, params: Mapping[str, Any], cfg: ExperimentConfig) -> dict[str, Any]:
@@ -153,6 +157,7 @@ def yolox_trial(config: dict, ctx: _TrialContext) -> None:
 
     trial_id = tune.get_context().get_trial_id()
     spec = ctx.spec
+    tracking.apply_auth(ctx.auth)  # this process exists for this trial only
     # An unreachable server fails the trial here, naming URI and node, not as empty runs later.
     tracking.check_reachable(ctx.study_run.tracking_uri, f"trial {trial_id}")
     cfg = spec.trial_config(config)
@@ -377,8 +382,7 @@ def _new_tuner(spec: StudySpec, trainable: Any, study_dir: Path, segment: TuneSe
 
 def run_study(spec: StudySpec, *, address: str | None = None, storage_root: str | Path = DEFAULT_STUDIES_ROOT,
               tracking_uri: str | None = None, mlruns: str | Path = "mlruns", resume: bool = False,
-              num_cpus: int | None = None, ray_temp_dir: str | None = None,
-              tracking_insecure: bool = False) -> StudyResult:
+              num_cpus: int | None = None, ray_temp_dir: str | None = None) -> StudyResult:
     """Run (or continue, or grow) `spec` and return its trials and best result.
 
     Runs on the Ray cluster this process is already connected to, else on `address`, else on a
@@ -390,8 +394,9 @@ def run_study(spec: StudySpec, *, address: str | None = None, storage_root: str 
     `num_samples` may grow: the extra samples run as a new Tune experiment (`TuneSegment`) on the
     same Optuna study and MLflow parent run, and study.yaml is updated.
     `resume=True` additionally requires that there is something to continue.
-    On a multi-node cluster the local server listens on the driver's node IP only with
-    `tracking_insecure` (see `tracking.tracking_session`); a loopback `tracking_uri` is refused.
+    On a multi-node cluster the local server listens on the driver's node IP, authenticated (see
+    `tracking.tracking_session`); a loopback `tracking_uri` is refused. The trials get the driver's
+    MLflow credential (`tracking.current_auth`), if any.
     """
     import logging
 
@@ -429,7 +434,7 @@ def run_study(spec: StudySpec, *, address: str | None = None, storage_root: str 
         if not existing or grown:  # study.yaml first: a resume after a kill here grows again from it
             dump_study(spec, study_dir / STUDY_FILE)
             _write_segments(study_dir, segments)
-        with tracking.tracking_session(tracking_uri, mlruns, insecure_network=tracking_insecure) as uri:
+        with tracking.tracking_session(tracking_uri, mlruns) as uri:
             study_run = tracking.ensure_study_run(
                 uri, study=spec.name, study_dir=study_dir, experiment_name=spec.experiment,
                 tags={"searcher": spec.searcher, "metric": spec.metric,
@@ -443,7 +448,7 @@ def run_study(spec: StudySpec, *, address: str | None = None, storage_root: str 
                 client.log_text(study_run.run_id, dump_study(spec), STUDY_FILE)
                 client.set_tag(study_run.run_id, "num_trials", str(spec.total_trials()))
             ctx = _TrialContext(spec=spec, study_run=study_run, train_storage=str(study_dir / "train_runs"),
-                                study_dir=str(study_dir))
+                                study_dir=str(study_dir), auth=tracking.current_auth())
             trainable = _trainable(ctx, driver)
             results: list[Any] = []
             for index, segment in enumerate(segments):
