@@ -12,3 +12,10 @@ COCO_STAT_KEYS: tuple[str, ...] = ("AP", "AP50", "AP75", "APs", "APm", "APl",
 # Re-evaluation at eval.low_conf_thresh of a run whose final AP is below 1 % (the table shows both).
 AP_LOW_CONF = "AP_low_conf"
 AP50_LOW_CONF = "AP50_low_conf"
+
+# The model's cost, a study's optional further objectives (all minimised; `yolox_ray.engine.model_cost`
+# measures them in the trial's rank-0 worker and adds them to every epoch's metrics).
+PARAMS = "params"  # parameter count (`models.count_params`)
+GFLOPS = "gflops"  # GFLOPs of one forward pass at data.test_size (`models.count_gflops`, the paper's rule)
+LATENCY_MS = "latency_ms"  # measured forward time at data.test_size, batch 1 (`models.measure_latency_ms`)
+MODEL_COST_KEYS: tuple[str, ...] = (PARAMS, GFLOPS, LATENCY_MS)
