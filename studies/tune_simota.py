@@ -6,6 +6,7 @@ in MLflow; the Optuna study is stored in `<out>/<name>/optuna.db`.
     python studies/tune_simota.py                        # quick: configs/tune_simota.yaml on the synthetic set
     python studies/tune_simota.py --k-grid --seeds 3     # configs/tune_k_sweep.yaml: every k in 5..15 x 3 seeds
     python studies/tune_simota.py --preset paper --data /path/to/coco --address auto --gpus-per-worker 1 --samples 40
+    python studies/tune_simota.py --objective2 latency_ms   # AP against measured latency: a Pareto front
 
 The search is defined once, in `configs/tune_simota.yaml` (Optuna) and `configs/tune_k_sweep.yaml`
 (`--k-grid`); this script loads that file and puts its flags on top (`--samples`, `--epochs`,
@@ -13,7 +14,10 @@ The search is defined once, in `configs/tune_simota.yaml` (Optuna) and `configs/
 the ablation roadmap's SimOTA row at paper scale (`yolox_ray/ablation.py`). The first Optuna trial
 is the official defaults (k 10, r 1.5, the official weights). `--k-grid` answers the paper's "k is
 not sensitive in 5..15" directly (a k-vs-AP curve with seed error bars); the Optuna search ranks all
-the knobs (parameter importances, over the full-length trials).
+the knobs (parameter importances, over the full-length trials). `--objective2 params|gflops|latency_ms`
+searches AP against that model cost too (multi-objective TPE, every trial to the end, the Pareto front in
+the report); since the SimOTA knobs do not change the model, it also searches `model.width` over
+`--widths` (default: 0.5x, 0.75x and 1x the base width).
 Outputs in `<out>/<name>/`: best_config.yaml, k_curve.png, importances.json/.png (Optuna),
 report/report.html. Running the same command again continues the study.
 """
@@ -26,14 +30,17 @@ import json
 from yolox_ray.cluster import tracking
 from yolox_ray.cluster.tune import SearchParam, run_study
 from yolox_ray.config import ConfigError
-from yolox_ray.metrics import AP
+from yolox_ray.metrics import AP, MODEL_COST_KEYS
 from yolox_ray.report import k_points, plot_k_curve, write_search_outputs
+from yolox_ray.study import with_changes
 from yolox_ray.study_cli import CONFIGS, add_study_args, run_script, study_from_file
 from yolox_ray.tune_cli import print_result
 
 STUDY_FILE = CONFIGS / "tune_simota.yaml"
 K_GRID_FILE = CONFIGS / "tune_k_sweep.yaml"
 K_KEY = "assign.candidate_k"
+WIDTH_KEY = "model.width"
+WIDTH_SCALES = (0.5, 0.75, 1.0)  # --objective2's default widths, relative to the base model's
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -44,15 +51,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--k-values", default=None, help="with --k-grid: comma-separated subset of the file's k values")
     p.add_argument("--seeds", type=int, default=None, help="with --k-grid: seeds per k (default: the file's)")
     p.add_argument("--no-early-stop", action="store_true", help="run every Optuna trial to the end (no ASHA)")
+    p.add_argument("--objective2", choices=MODEL_COST_KEYS, default=None,
+                   help="search AP against this model cost too (multi-objective; adds model.width, no ASHA)")
+    p.add_argument("--widths", default=None,
+                   help="with --objective2: comma-separated model.width choices (default 0.5x,0.75x,1x the base)")
     add_study_args(p, name_help="study name (default tune_simota-<preset> / k_grid-<preset>)", max_concurrent=None,
                    max_concurrent_help="trials at once (default: the study file's; capped by what the cluster fits)")
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def width_param(spec, widths: str | None) -> SearchParam:
+    """The `model.width` choices searched with a model-cost objective."""
+    if widths:
+        try:
+            values = tuple(float(w) for w in widths.split(","))
+        except ValueError:
+            raise ConfigError(f"--widths: expected comma-separated numbers, got {widths!r}") from None
+    else:
+        base = spec.base_config().model.width
+        values = tuple(round(base * s, 4) for s in WIDTH_SCALES)
+    return SearchParam(WIDTH_KEY, "choice", values=values)
+
+
+def build_spec(args: argparse.Namespace):
+    """The study the flags ask for: the Optuna search of tune_simota.yaml or the k grid, flags on top."""
     if not args.k_grid and (args.seeds is not None or args.k_values):
         raise ConfigError("--seeds/--k-values need --k-grid (Optuna samples one seed per trial)")
+    if args.widths and not args.objective2:
+        raise ConfigError("--widths needs --objective2 (the width is searched for the model-cost objective)")
+    if args.objective2 and args.k_grid:
+        raise ConfigError("--objective2 needs the Optuna search (not --k-grid)")
 
     if args.k_grid:
         search: dict = {}
@@ -71,6 +99,14 @@ def main(argv: list[str] | None = None) -> int:
     else:
         spec = study_from_file(STUDY_FILE, args, name=args.name or f"tune_simota-{args.preset}",
                                samples=args.samples, no_early_stop=args.no_early_stop)
+        if args.objective2:
+            spec = with_changes(spec, objective2=args.objective2, space=spec.space + (width_param(spec, args.widths),))
+    return spec
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    spec = build_spec(args)
     base = spec.base_config()
 
     with tracking.tracking_session(args.tracking_uri, args.mlruns, address=args.address) as uri:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import re
-import shutil
 import statistics
-import subprocess
 from argparse import Namespace
-from pathlib import Path
 
 import pytest
 
+from headless_chromium import console_messages as _console_messages
+from headless_chromium import headless as _headless
+from headless_chromium import rendered as _rendered
 from yolox_ray.report import (
     Schedule,
     ablation_stats,
@@ -179,33 +179,6 @@ def test_unknown_study_is_a_clear_error(store, tmp_path, capsys):
     assert rc == 1
     out = capsys.readouterr().out
     assert "study='nope'" in out and "abl-demo" in out and "k-demo" in out
-
-
-def _chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert path, "chromium is required: see docs/ci_requirements.md (apt-get install -y chromium)"
-    return path
-
-
-def _headless(*args: str, tmp: Path) -> subprocess.CompletedProcess:
-    # Software WebGL (SwiftShader) for plotly's parallel coordinates; console messages go to stderr.
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader", "--disable-quic",
-             "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--enable-logging=stderr", "--v=0", f"--user-data-dir={tmp / 'chrome-profile'}",
-             "--virtual-time-budget=8000"]
-    return subprocess.run([_chromium(), *flags, *args], capture_output=True, text=True, timeout=300)
-
-
-def _console_messages(stderr: str) -> list[str]:
-    """The page's console messages, less SwiftShader's performance notes (not page errors)."""
-    return [line for line in stderr.splitlines()
-            if ":CONSOLE" in line and "GL Driver Message (OpenGL, Performance" not in line]
-
-
-def _rendered(dom: str) -> set[str]:
-    tags = re.findall(r"<(?:img|div)\b[^>]*>", dom)
-    return {re.search(r'id="([^"]+)"', t).group(1) for t in tags
-            if re.search(r'\bclass="[^"]*\bplot\b', t) and 'data-rendered="yes"' in t}
 
 
 @pytest.mark.slow

@@ -194,3 +194,108 @@ def test_shipped_study_files_are_valid_and_are_the_scripts_searches():
     assert (no_aug.low, no_aug.high) == (2, 10)
     assert [p.key for p in longer.space if p.key != "train.no_aug_epochs"] == \
         [p.key for p in specs["tune_aug_schedule"].space if p.key != "train.no_aug_epochs"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Several objectives: AP against a model cost
+
+WIDTH = {"model.width": {"type": "choice", "values": [0.125, 0.25]}}
+
+
+def multi_spec(**changes) -> dict:
+    data = {"space": {"assign.candidate_k": {"type": "int", "low": 5, "high": 15}, **WIDTH},
+            "objectives": ["AP", "params"], **changes}
+    return optuna_spec(**data)
+
+
+def test_objectives_are_validated_before_anything_runs():
+    cases = [
+        (multi_spec(objectives=["AP", "latency"]), ["unknown objective 'latency'", "latency_ms"]),
+        (multi_spec(objectives=["AP50", "params"]), ["first objective must be the study's metric 'AP'"]),
+        (multi_spec(objectives=["AP"]), ["1 to 2 model costs"]),
+        (multi_spec(objectives=["AP", "params", "gflops", "latency_ms"]), ["1 to 2 model costs"]),
+        (multi_spec(objectives=["AP", "params", "params"]), ["duplicates"]),
+        (multi_spec(objectives="AP,params"), ["must be a list"]),
+        (multi_spec(early_stop=True), ["early_stop", "ASHA"]),
+        # The SimOTA knobs alone leave the model (and so its cost) the same for every trial.
+        (multi_spec(space={"assign.candidate_k": {"type": "int", "low": 5, "high": 15}}),
+         ["params is the same for every trial", "model.*"]),
+        (multi_spec(objectives=["AP", "latency_ms"], space={"loss.reg_weight": {"type": "float", "low": 1, "high": 5}}),
+         ["latency_ms is the same for every trial", "data.test_size"]),
+        ({**multi_spec(), "searcher": "grid", "space": {"model.width": [0.125, 0.25]}}, ["searcher: optuna"]),
+    ]
+    for data, needles in cases:
+        msg = refused(data)
+        assert all(n in msg for n in needles), (needles, msg)
+    # The test size changes GFLOPs and latency but not the parameter count.
+    size = {"data.test_size": {"type": "choice", "values": [[128, 128], [256, 256]]}}
+    assert StudySpec.from_dict(multi_spec(objectives=["AP", "gflops"], space=size)).costs == ("gflops",)
+    assert "params is the same" in refused(multi_spec(space=size))
+
+
+def test_a_multi_objective_study_runs_every_trial_to_the_end_and_round_trips(tmp_path):
+    from yolox_ray.study import dump_study, with_changes
+
+    spec = StudySpec.from_dict(multi_spec(objectives=["AP", "latency_ms", "gflops"]))
+    assert not spec.early_stopping  # optuna's default (ASHA) is off with several objectives
+    assert spec.objective_modes() == ("max", "min", "min")
+    dump_study(spec, tmp_path / "s.yaml")
+    assert "objectives:\n- AP\n- latency_ms\n- gflops\n" in (tmp_path / "s.yaml").read_text()
+    assert load_study(tmp_path / "s.yaml") == spec
+    # A single-objective study's YAML has no objectives entry (study.yaml files of older studies match).
+    single = StudySpec.from_dict(optuna_spec())
+    assert "objectives" not in dump_study(single) and single.early_stopping and single.objective_modes() == ("max",)
+    # The command line's --objective2 sets the objectives and turns ASHA off, even where the file turns it on.
+    on = StudySpec.from_dict(optuna_spec(space=multi_spec()["space"], early_stop=True))
+    both = with_changes(on, objective2="params")
+    assert both.objectives == ("AP", "params") and not both.early_stopping
+
+
+def test_objective2_on_a_search_that_cannot_change_the_model_fails_before_ray(tmp_path, capsys):
+    import ray
+
+    out = tmp_path / "out"
+    rc = cli_main(["tune", "--study", str(REPO / "configs" / "tune_simota.yaml"), "--out", str(out),
+                   "--tracking-uri", "http://127.0.0.1:9", "--objective2", "gflops"])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "gflops is the same for every trial" in err[0], err
+    assert not ray.is_initialized() and not out.exists()
+    with pytest.raises(SystemExit):  # argparse refuses a name outside the metrics contract
+        cli_main(["tune", "--study", str(REPO / "configs" / "tune_simota.yaml"), "--objective2", "latency"])
+
+
+def test_tune_simota_objective2_adds_the_width_and_is_validated():
+    import importlib.util
+
+    mod_spec = importlib.util.spec_from_file_location("s_tune_simota", REPO / "studies" / "tune_simota.py")
+    simota = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(simota)
+    spec = simota.build_spec(simota.parse_args(["--objective2", "latency_ms"]))
+    width = next(p for p in spec.space if p.key == "model.width")
+    nano = spec.base_config().model.width
+    assert width.values == (nano / 2, 0.75 * nano, nano) and spec.objectives == ("AP", "latency_ms")
+    assert spec.warm_start()["model.width"] == nano and not spec.early_stopping
+    spec = simota.build_spec(simota.parse_args(["--objective2", "params", "--widths", "0.25,0.5"]))
+    assert next(p for p in spec.space if p.key == "model.width").values == (0.25, 0.5)
+    from yolox_ray.config import ConfigError
+
+    with pytest.raises(ConfigError, match="--widths needs --objective2"):
+        simota.build_spec(simota.parse_args(["--widths", "0.25"]))
+
+
+def test_pareto_front_by_hand():
+    from yolox_ray.study import pareto_front
+
+    # (AP, latency) with AP maximised and latency minimised:
+    points = [(0.30, 10.0),   # 0: front (the fastest)
+              (0.35, 12.0),   # 1: front
+              (0.34, 13.0),   # 2: dominated by 1 (lower AP, slower)
+              (0.35, 12.0),   # 3: equal to 1: neither dominates the other, both stay
+              (0.40, 20.0),   # 4: front (the most accurate)
+              (0.30, 11.0),   # 5: dominated by 0 (same AP, slower)
+              (0.20, 30.0)]   # 6: dominated by everything
+    assert pareto_front(points, ("max", "min")) == [0, 1, 3, 4]
+    assert pareto_front([(1.0, 5.0), (2.0, 4.0)], ("min", "min")) == [0, 1]
+    assert pareto_front([(1.0, 5.0), (2.0, 6.0)], ("min", "min")) == [0]
+    assert pareto_front([], ("max", "min")) == []

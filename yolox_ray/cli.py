@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from yolox_ray.config import ConfigError
+from yolox_ray.metrics import MODEL_COST_KEYS
 
 
 def _add_cluster_args(p: argparse.ArgumentParser) -> None:
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="total epochs")
     p.add_argument("--study", default=None, help="study YAML: print its first trial's config (Optuna: the warm start)")
     p.add_argument("--samples", type=int, default=None, help="with --study: as for `tune`")
+    p.add_argument("--objective2", choices=MODEL_COST_KEYS, default=None, help="with --study: as for `tune`")
     p.add_argument("--workers", type=int, default=1, help="with --study: Ray Train workers per trial (validated)")
     p.add_argument("--cpus-per-worker", type=float, default=1.0)
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="> 0: no quick CPU defaults (as for `train`)")
@@ -82,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", default=None, help="study directory to resume")
     p.add_argument("--samples", type=int, default=None)
     p.add_argument("--no-early-stop", action="store_true")
+    p.add_argument("--objective2", choices=MODEL_COST_KEYS, default=None,
+                   help="search the study's metric against this model cost too (multi-objective Optuna, "
+                        "Pareto front in the report; no early stopping); the study must search a key that "
+                        "changes it, e.g. model.width")
     p.add_argument("--out", default=None, help="studies root folder (default ./studies_out)")
     _add_cluster_args(p)
     p.add_argument("overrides", nargs="*")

@@ -21,3 +21,10 @@ AP50_LOW_CONF = f"{AP50}_low_conf"
 # The training loss of an epoch (mean over its iterations) and the run's training time so far, across resumes.
 LOSS = "loss"
 TRAIN_SECONDS = "train_seconds"
+
+# The model's cost, a study's optional further objectives (all minimised; `yolox_ray.engine.model_cost`
+# measures them in the trial's rank-0 worker and adds them to every epoch's metrics).
+PARAMS = "params"  # parameter count (`models.count_params`)
+GFLOPS = "gflops"  # GFLOPs of one forward pass at data.test_size (`models.count_gflops`, the paper's rule)
+LATENCY_MS = "latency_ms"  # measured forward time at data.test_size, batch 1 (`models.measure_latency_ms`)
+MODEL_COST_KEYS: tuple[str, ...] = (PARAMS, GFLOPS, LATENCY_MS)

@@ -5,6 +5,10 @@ Ray's OptunaSearch tells Optuna an ASHA-stopped trial as COMPLETE with the value
 coordinates, the k x radius contour) uses the full-length trials only; the optimisation history
 shows every trial and marks the early-stopped ones. Figures are plotly objects; the report embeds
 them with plotly.js inlined once, so the HTML works offline.
+
+A multi-objective study (one Optuna direction per objective, e.g. AP and latency_ms) adds Optuna's
+Pareto-front plot first; the other plots and the importances are of the first objective (AP).
+Such a study is never early-stopped (and OptunaSearch reports it no intermediate values).
 """
 
 from __future__ import annotations
@@ -60,15 +64,39 @@ def subset_study(study: Any, trials: list[Any]) -> Any:
     return subset
 
 
+def is_multi_objective(study: Any) -> bool:
+    return len(study.directions) > 1
+
+
+def objective_names(study: Any, names: list[str] | None = None) -> list[str]:
+    """A name per objective: `names` when it fits the study, else Optuna's metric names, else generic."""
+    n = len(study.directions)
+    if names and len(names) == n:
+        return list(names)
+    if getattr(study, "metric_names", None) and len(study.metric_names) == n:
+        return list(study.metric_names)
+    return ["Objective Value"] if n == 1 else [f"objective {i}" for i in range(n)]
+
+
+def _first(trial: Any) -> float:
+    """The first objective's value (the target of single-objective plots of a multi-objective study)."""
+    return trial.values[0]
+
+
+def _target(study: Any) -> dict[str, Any]:
+    return {"target": _first} if is_multi_objective(study) else {}
+
+
 def importances(study: Any) -> dict[str, float]:
-    """Optuna's default importances (PED-ANOVA) over the full-length trials only (>= 2 needed)."""
+    """Optuna's default importances (PED-ANOVA) over the full-length trials only (>= 2 needed); for the
+    first objective of a multi-objective study."""
     import optuna
 
     full, early = full_length_trials(study)
     if len(full) < 2:
         raise OptunaAnalysisError(f"Optuna study {study.study_name!r} has {len(full)} full-length complete trials "
                                   f"({len(early)} early-stopped ones left out); importances need >= 2")
-    return dict(optuna.importance.get_param_importances(subset_study(study, full)))
+    return dict(optuna.importance.get_param_importances(subset_study(study, full), **_target(study)))
 
 
 @dataclass(frozen=True)
@@ -79,28 +107,32 @@ class OptunaFigure:
     figure: Any  # plotly.graph_objects.Figure
 
 
-def _history(study: Any, early: list[Any]) -> Any:
+def _history(study: Any, early: list[Any], target_name: str) -> Any:
     import plotly.graph_objects as go
     from optuna.visualization import plot_optimization_history
 
-    fig = plot_optimization_history(study)
+    fig = plot_optimization_history(study, target_name=target_name, **_target(study))
     if early:
         fig.add_trace(go.Scatter(
-            x=[t.number for t in early], y=[t.value for t in early], mode="markers",
+            x=[t.number for t in early], y=[t.values[0] for t in early], mode="markers",
             name="early-stopped by ASHA (value at its last rung)",
             marker={"symbol": "x-thin-open", "size": 13, "line": {"width": 2}, "color": "crimson"}))
     return fig
 
 
-def optuna_figures(study: Any) -> tuple[list[OptunaFigure], list[str]]:
+def optuna_figures(study: Any, names: list[str] | None = None) -> tuple[list[OptunaFigure], list[str]]:
     """Optuna's plots of `study` and notes on the plots left out (and why).
 
-    History: every complete trial, early-stopped ones marked. Parallel coordinates, slices and the
-    k x radius contour (when both were searched): the full-length trials only.
+    Several objectives (named `names`, see `objective_names`): the Pareto front first. History:
+    every complete trial, early-stopped ones marked. Parallel coordinates, slices and the k x radius
+    contour (when both were searched): the full-length trials only. All but the Pareto front show
+    the first objective.
     """
-    from optuna.visualization import plot_contour, plot_parallel_coordinate, plot_slice
+    from optuna.visualization import plot_contour, plot_parallel_coordinate, plot_pareto_front, plot_slice
 
     full, early = full_length_trials(study)
+    names = objective_names(study, names)
+    target = {"target_name": names[0], **_target(study)}
     figures: list[OptunaFigure] = []
     notes: list[str] = []
 
@@ -110,20 +142,30 @@ def optuna_figures(study: Any) -> tuple[list[OptunaFigure], list[str]]:
 
     if not full:
         return figures, [f"Optuna study {study.study_name!r} has no complete trial: no Optuna plots"]
+    if is_multi_objective(study):
+        if len(names) <= 3:
+            add("plot-optuna-pareto", "Pareto front: " + " vs ".join(names),
+                "Every complete trial; the Pareto-optimal ones (no other trial is at least as good in "
+                "every objective and better in one) highlighted. Directions: "
+                + ", ".join(f"{n} {d.name.lower()}d" for n, d in zip(names, study.directions)) + ".",
+                plot_pareto_front(study, target_names=names))
+        else:
+            notes.append(f"{len(names)} objectives: Optuna draws a Pareto front of 2 or 3 only")
     n_early = f"; {len(early)} early-stopped trials marked ×" if early else ""
-    add("plot-optuna-history", "Optimisation history", f"Every complete Optuna trial in order{n_early}.",
-        _history(study, early))
+    add("plot-optuna-history", f"Optimisation history ({names[0]})" if is_multi_objective(study) else
+        "Optimisation history", f"Every complete Optuna trial in order{n_early}.",
+        _history(study, early, names[0]))
     if len(full) < 2:
         notes.append(f"only {len(full)} full-length trial: no parallel-coordinate, slice or contour plot")
         return figures, notes
     sub = subset_study(study, full)
     scope = f"The {len(full)} full-length trials."
-    add("plot-optuna-parallel", "Parallel coordinates", scope, plot_parallel_coordinate(sub))
-    add("plot-optuna-slice", "Slices", scope, plot_slice(sub))
+    add("plot-optuna-parallel", "Parallel coordinates", scope, plot_parallel_coordinate(sub, **target))
+    add("plot-optuna-slice", "Slices", scope, plot_slice(sub, **target))
     if all(K_PARAM in t.params and RADIUS_PARAM in t.params for t in full):
         add("plot-optuna-contour", "SimOTA k × centre radius",
             scope + " Contour of the objective over the two searched SimOTA parameters.",
-            plot_contour(sub, params=[K_PARAM, RADIUS_PARAM]))
+            plot_contour(sub, params=[K_PARAM, RADIUS_PARAM], **target))
     else:
         notes.append(f"{K_PARAM} and {RADIUS_PARAM} were not both searched: no k × radius contour")
     return figures, notes

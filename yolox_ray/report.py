@@ -6,7 +6,9 @@ The page opens with the result and ends with the raw metadata:
    row's gain over the row above beside the paper's gain for the same step) and a chart of those
    gains, with absolute APs on separate axes (ours is far below the paper's 38-47). A search: the
    best trial beside the first one (the official defaults for Optuna), and the k-vs-AP curve when
-   `assign.candidate_k` varied.
+   `assign.candidate_k` varied. A multi-objective search (parent tag `objectives`, e.g.
+   ``AP,latency_ms``): also the table of its Pareto-optimal trials (`pareto_runs`), and Optuna's
+   Pareto-front plot opens the Optuna section.
 2. Learning curves over the whole schedule: AP at every evaluated epoch and the training loss at
    every epoch, with the warm-up and the no-aug tail shaded.
 3. Optuna (search studies with an Optuna storage): importances, and `optuna.visualization`'s
@@ -35,7 +37,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from yolox_ray.ablation import PAPER_TABLE2
-from yolox_ray.metrics import AP, AP50, LOSS
+from yolox_ray.metrics import AP, AP50, GFLOPS, LATENCY_MS, LOSS, PARAMS
 from yolox_ray.optuna_analysis import (
     OptunaAnalysisError,
     figure_html,
@@ -45,6 +47,7 @@ from yolox_ray.optuna_analysis import (
     plotly_js,
 )
 from yolox_ray.optuna_analysis import importances as _optuna_importances
+from yolox_ray.study import pareto_front
 from yolox_ray.study_paths import optuna_storage_url
 
 K_PARAM = "assign.candidate_k"
@@ -52,6 +55,8 @@ STUDY_TAG = "study"
 PARENT_TAG = "mlflow.parentRunId"
 OPTUNA_STORAGE_TAG = "optuna_storage"
 OPTUNA_STUDY_TAG = "optuna_study"
+OBJECTIVES_TAG = "objectives"  # "AP,latency_ms" on a multi-objective study's parent run
+OBJECTIVE_MODES_TAG = "objective_modes"  # "max,min"
 _PAPER_AP = {r.key: r.ap for r in PAPER_TABLE2}
 _PAPER_LABEL = {r.key: r.label for r in PAPER_TABLE2}
 
@@ -297,6 +302,38 @@ def varying_params(trials: Sequence[TrialRun]) -> list[str]:
     return [k for k in keys if k != "name" and len({t.params.get(k) for t in trials}) > 1]
 
 
+def study_objectives(runs: StudyRuns) -> tuple[list[str], list[str]]:
+    """(objective names, modes) of a multi-objective study from its parent tags; ([], []) otherwise."""
+    names = [n for n in runs.parent_tags.get(OBJECTIVES_TAG, "").split(",") if n]
+    modes = [m for m in runs.parent_tags.get(OBJECTIVE_MODES_TAG, "").split(",") if m]
+    return (names, modes) if len(names) > 1 and len(modes) == len(names) else ([], [])
+
+
+def pareto_runs(runs: StudyRuns) -> list[TrialRun]:
+    """The finished, full-length trial runs of a multi-objective study that no other such run dominates
+    (by the runs' last value of each objective), sorted by the first cost; [] for other studies."""
+    names, modes = study_objectives(runs)
+    if not names:
+        return []
+    valued = [t for t in runs.trials if t.status == "FINISHED" and t.tags.get("early_stopped") != "true"
+              and all(isinstance(t.metrics.get(n), float) and math.isfinite(t.metrics[n]) for n in names)]
+    front = [valued[i] for i in pareto_front([[t.metrics[n] for n in names] for t in valued], modes)]
+    return sorted(front, key=lambda t: (t.metrics[names[1]], -t.metrics[names[0]]))
+
+
+def objective_text(name: str, value: float | None) -> str:
+    """A cell for an objective's value: AP-like fractions in percent, the model costs in their units."""
+    if value is None or not math.isfinite(value):
+        return "–"
+    if name == PARAMS:
+        return f"{value / 1e6:.3f} M"
+    if name == GFLOPS:
+        return f"{value:.3f}"
+    if name == LATENCY_MS:
+        return f"{value:.2f} ms"
+    return _pct(value)
+
+
 def optuna_importances(storage: str, study_name: str | None) -> tuple[str, dict[str, float]]:
     """(study name, importances) of a persisted Optuna study (PED-ANOVA, Optuna's default), over
     its full-length trials only: an early-stopped trial's value is from an earlier epoch."""
@@ -532,6 +569,29 @@ def _ablation_section(stats: Sequence[RowStat], out: Path) -> str:
                    "Each step's AP gain, ours beside the paper's; absolute AP on separate axes"))
 
 
+def _pareto_section(runs: StudyRuns, base: str) -> str:
+    names, modes = study_objectives(runs)
+    front = pareto_runs(runs)
+    varying = varying_params(runs.trials)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["run", *(n + (" (%)" if n not in (PARAMS, GFLOPS, LATENCY_MS)
+                                                                       else "") for n in names), *varying])
+    body = []
+    for t in front:
+        link = f"{base}/#/experiments/{t.experiment_id}/runs/{t.run_id}"
+        cells = [f'<a class="pareto-link" href="{html.escape(link)}">{html.escape(t.name)}</a>',
+                 *(objective_text(n, t.metrics.get(n)) for n in names),
+                 *(html.escape(t.params.get(k, "–")) for k in varying)]
+        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    goals = ", ".join(f"{n} {'higher' if m == 'max' else 'lower'} is better" for n, m in zip(names, modes))
+    return (f"<h2>Pareto front: {html.escape(' vs '.join(names))}</h2>"
+            f"<p class='lead'>{len(front)} Pareto-optimal trials ({html.escape(goals)}): no other finished trial is "
+            "at least as good in every objective and better in one" + (": each is the best AP found at its cost or lower"
+                                                             if len(names) == 2 else "") + ".</p>"
+            f"<table id='pareto-table'><tr>{head}</tr>{''.join(body)}</table>"
+            "<p class='note'>Values are each trial's last reported ones (AP: the last evaluation; the model cost "
+            "is measured once per run, see <code>yolox_ray/engine/model_cost.py</code>).</p>")
+
+
 def _search_section(runs: StudyRuns) -> str:
     done = [t for t in runs.trials if t.ap is not None]
     if not done:
@@ -550,7 +610,8 @@ def _search_section(runs: StudyRuns) -> str:
                f"{cells}</table>" if params else ""))
 
 
-def _optuna_section(storage: str, study_name: str | None, out: Path) -> tuple[str, bool]:
+def _optuna_section(storage: str, study_name: str | None, out: Path,
+                    names: list[str] | None = None) -> tuple[str, bool]:
     """(HTML, whether it holds plotly figures) of the Optuna study; a note where it cannot be read."""
     try:
         study = load_optuna_study(storage, study_name)
@@ -567,13 +628,13 @@ def _optuna_section(storage: str, study_name: str | None, out: Path) -> tuple[st
         found = _optuna_importances(study)
         table = "".join(f"<tr><td><code>{html.escape(k)}</code></td><td class='num'>{v:.3f}</td></tr>"
                         for k, v in sorted(found.items(), key=lambda kv: -kv[1]))
-        parts.append("<h3>Parameter importances</h3>"
+        parts.append("<h3>Parameter importances" + (f" for {html.escape(names[0])}" if names else "") + "</h3>"
                      + _img(plot_importances(found, out / "importances.png"), "plot-importances",
                             "Parameter importances (PED-ANOVA) over the full-length trials")
                      + f"<table id='importances'><tr><th>parameter</th><th>importance</th></tr>{table}</table>")
     except OptunaAnalysisError as exc:
         parts.append(f"<p class='note'>No importances: {html.escape(str(exc))}</p>")
-    figures, notes = optuna_figures(study)
+    figures, notes = optuna_figures(study, names or None)
     parts += [_plotly_block(f) for f in figures]
     parts += [f"<p class='note'>{html.escape(n)}</p>" for n in notes]
     return "".join(parts), bool(figures)
@@ -618,6 +679,9 @@ def build_report(
         sections.append(_ablation_section(stats, out))
     else:
         sections.append(_search_section(runs))
+    names, _ = study_objectives(runs)
+    if names:
+        sections.append(_pareto_section(runs, base))
     points = k_curve(runs.trials)
     if points:
         sections.append("<h2>SimOTA candidate k</h2>" + _img(plot_k_curve(points, out / "k_curve.png"), "plot-k-curve",
@@ -632,17 +696,23 @@ def build_report(
     storage = optuna_storage or runs.parent_tags.get(OPTUNA_STORAGE_TAG)
     with_plotly = False
     if storage:
-        section, with_plotly = _optuna_section(storage, optuna_study or runs.parent_tags.get(OPTUNA_STUDY_TAG), out)
+        section, with_plotly = _optuna_section(storage, optuna_study or runs.parent_tags.get(OPTUNA_STUDY_TAG), out,
+                                               names)
         sections.append(section)
 
     varying = varying_params(runs.trials)
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["run", "row", "seed", "status", AP, AP50, *varying])
+    costs = names[1:]  # a multi-objective study's model costs, with a Pareto mark
+    on_front = {t.run_id for t in pareto_runs(runs)}
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["run", "row", "seed", "status", AP, AP50, *costs,
+                                                           *(["Pareto"] if costs else []), *varying])
     body = []
     for t in sorted(runs.trials, key=lambda t: (-(t.ap if t.ap is not None else -1.0), t.name)):
         link = f"{base}/#/experiments/{t.experiment_id}/runs/{t.run_id}"
         status = t.status + (" (early-stopped)" if t.tags.get("early_stopped") == "true" else "")
         cells = [f'<a class="run-link" href="{html.escape(link)}">{html.escape(t.name)}</a>', html.escape(t.row or "–"),
                  "–" if t.seed is None else str(t.seed), html.escape(status), _pct(t.ap), _pct(t.ap50),
+                 *(objective_text(n, t.metrics.get(n)) for n in costs),
+                 *((["yes" if t.run_id in on_front else ""]) if costs else []),
                  *(html.escape(t.params.get(k, "–")) for k in varying)]
         body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     sections.append(f"<h2>Runs ({len(runs.trials)})</h2><table id='runs'><tr>{head}</tr>{''.join(body)}</table>"

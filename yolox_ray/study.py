@@ -15,6 +15,13 @@ divisible over the workers, the resources per worker), and a failure names the r
 sets it in `overrides` (or a row's `overrides`); a set value that disagrees with the data is an error
 naming both numbers.
 
+**Several objectives.** `objectives: [AP, latency_ms]` (or `params`, `gflops`; at most 3 in all, the
+first being `metric`) searches AP against the model's cost: Optuna gets one direction per objective
+(`metric` by `mode`, every cost minimised) and the report draws the Pareto front. ASHA ranks trials on
+one metric, and stopping a small, fast model early for its lower AP would cut exactly the trials the
+front is made of, so such a study runs every trial to the end (`early_stop: true` is refused). A cost
+that no searched key can change (`COST_INPUTS`) is refused too: its front would be one point.
+
 **Warm start.** `spec.warm_start()` is the base config's value of every searched key (for the shipped
 studies the official defaults: candidate_k 10, center_radius 1.5, the official cost and loss weights);
 an Optuna study evaluates it as its first trial.
@@ -42,13 +49,38 @@ from yolox_ray.config import (
 )
 from yolox_ray.data.classes import NUM_CLASSES_KEY, check_num_classes, with_data_classes
 from yolox_ray.data.schedule import should_evaluate
-from yolox_ray.metrics import AP
+from yolox_ray.metrics import AP, GFLOPS, LATENCY_MS, MODEL_COST_KEYS, PARAMS
 
 ParamKind = Literal["int", "float", "loguniform", "choice", "grid"]
 PARAM_KINDS: tuple[str, ...] = ("int", "float", "loguniform", "choice", "grid")
 SearcherName = Literal["optuna", "grid"]
 ROW_KEY = "row"  # reserved (non-dotted) keys of a trial's Tune config
 SEED_KEY = "seed"
+MAX_OBJECTIVES = 3  # optuna.visualization.plot_pareto_front draws 2 or 3 objectives
+
+# The config keys that can change each model cost (a key ending in "." means every key under it).
+COST_INPUTS: dict[str, tuple[str, ...]] = {
+    PARAMS: ("model.",),
+    GFLOPS: ("model.", "data.test_size"),
+    LATENCY_MS: ("model.", "data.test_size"),
+}
+
+
+def changes_cost(cost: str, key: str) -> bool:
+    """Whether searching config `key` can change the model cost `cost`."""
+    return any(key.startswith(k) if k.endswith(".") else key == k for k in COST_INPUTS[cost])
+
+
+def pareto_front(points: Sequence[Sequence[float]], modes: Sequence[str]) -> list[int]:
+    """Indexes of the non-dominated points, in input order. A point dominates another when it is at
+    least as good in every objective (by `modes`, "max"/"min") and better in one; equal points both stay."""
+    signs = [1.0 if m == "max" else -1.0 for m in modes]
+    scored = [[s * float(v) for s, v in zip(signs, p)] for p in points]
+
+    def dominates(a: list[float], b: list[float]) -> bool:
+        return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
+
+    return [i for i, p in enumerate(scored) if not any(dominates(q, p) for j, q in enumerate(scored) if j != i)]
 
 
 class StudyError(ConfigError):
@@ -210,8 +242,10 @@ class StudySpec:
     Base config: `base` (an ExperimentConfig) or the model `preset`, then `overrides`, then
     `epochs` (``train.epochs``). Grid rows start from their own config/preset instead.
     `num_samples`: Optuna trials (default 8); for the grid searcher, repeats of the grid (default 1).
-    `early_stop`: ASHA on `metric` (default on for optuna, off for grid) with `grace_period`
-    epochs (default: past the warm-up and at the first evaluation) and `reduction_factor`.
+    `objectives`: empty (one objective, `metric`), or `metric` followed by model costs
+    (`yolox_ray.metrics.MODEL_COST_KEYS`, minimised) for a multi-objective Optuna search.
+    `early_stop`: ASHA on `metric` (default on for a single-objective optuna study, else off) with
+    `grace_period` epochs (default: past the warm-up and at the first evaluation) and `reduction_factor`.
     `workers`/`cpus_per_worker`/`gpus_per_worker`: the Train run of each trial;
     `max_failures`: Train worker-group restarts per trial; `trial_retries`: Tune retries per trial.
     """
@@ -226,6 +260,7 @@ class StudySpec:
     searcher: SearcherName = "optuna"
     metric: str = AP
     mode: Literal["max", "min"] = "max"
+    objectives: tuple[str, ...] = ()
     num_samples: int | None = None
     seed: int = 0
     startup_trials: int | None = None
@@ -247,6 +282,7 @@ class StudySpec:
         object.__setattr__(self, "space", tuple(self.space))
         object.__setattr__(self, "rows", tuple(self.rows))
         object.__setattr__(self, "seeds", tuple(self.seeds))
+        object.__setattr__(self, "objectives", tuple(self.objectives))
         object.__setattr__(self, "overrides", dict(self.overrides))
         validate_spec(self)
 
@@ -258,7 +294,18 @@ class StudySpec:
 
     @property
     def early_stopping(self) -> bool:
-        return self.early_stop if self.early_stop is not None else self.searcher == "optuna"
+        if self.early_stop is not None:
+            return self.early_stop
+        return self.searcher == "optuna" and not self.objectives
+
+    @property
+    def costs(self) -> tuple[str, ...]:
+        """The model costs among the objectives (measured by every trial)."""
+        return self.objectives[1:]
+
+    def objective_modes(self) -> tuple[str, ...]:
+        """The direction of each objective: `mode` for `metric`, "min" for every cost."""
+        return (self.mode,) + ("min",) * len(self.costs) if self.objectives else (self.mode,)
 
     def total_trials(self) -> int:
         """The number of trials the study runs (Optuna samples, or grid size x repeats)."""
@@ -386,6 +433,10 @@ class StudySpec:
                 value = [r.to_yaml() for r in value]
             elif f.name == "seeds":
                 value = list(value)
+            elif f.name == "objectives":
+                if not value:  # left out: study.yaml files written before the field existed still match
+                    continue
+                value = list(value)
             elif f.name == "base":
                 value = to_flat_dict(value) if value is not None else None
             elif f.name == "overrides":
@@ -412,6 +463,10 @@ class StudySpec:
         kwargs["space"] = tuple(SearchParam.from_yaml(str(k), v) for k, v in space.items())
         kwargs["rows"] = tuple(StudyRow.from_yaml(r) for r in (kwargs.pop("rows", None) or ()))
         kwargs["seeds"] = tuple(kwargs.pop("seeds", None) or ())
+        objectives = kwargs.pop("objectives", None) or ()
+        if isinstance(objectives, str) or not isinstance(objectives, (list, tuple)):
+            raise StudyError(f"{where}: objectives must be a list like [AP, latency_ms], got {objectives!r}")
+        kwargs["objectives"] = tuple(objectives)
         kwargs["overrides"] = _flatten_sections(kwargs.pop("overrides", None) or {}, f"{where}: overrides")
         if kwargs.get("base") is not None:
             kwargs["base"] = from_flat_dict(_flatten_sections(kwargs["base"], f"{where}: base"))
@@ -491,6 +546,8 @@ def validate_spec(spec: StudySpec) -> None:
             raise StudyError("seeds: a seed list needs searcher: grid (set train.seed in overrides for optuna)")
         if not spec.space:
             raise StudyError("space: the optuna searcher needs at least one search dimension")
+    if spec.objectives:
+        _validate_objectives(spec)
     names = [r.name for r in spec.rows]
     if len(set(names)) != len(names):
         raise StudyError(f"rows: duplicate row names in {names}")
@@ -523,6 +580,32 @@ def validate_spec(spec: StudySpec) -> None:
         if spec.grace_period is not None and grace <= train.warmup_epochs:
             raise StudyError(f"grace_period: {grace} stops trials during the warm-up ({train.warmup_epochs} epochs); "
                              "use a grace period past it")
+
+
+def _validate_objectives(spec: StudySpec) -> None:
+    objectives = list(spec.objectives)
+    if len(objectives) < 2 or len(objectives) > MAX_OBJECTIVES:
+        raise StudyError(f"objectives: list {spec.metric!r} and 1 to {MAX_OBJECTIVES - 1} model costs "
+                         f"({', '.join(MODEL_COST_KEYS)}), e.g. [{spec.metric}, latency_ms]; got {objectives}")
+    if objectives[0] != spec.metric:
+        raise StudyError(f"objectives: the first objective must be the study's metric {spec.metric!r}, "
+                         f"got {objectives[0]!r}")
+    for cost in objectives[1:]:
+        if cost not in MODEL_COST_KEYS:
+            raise StudyError(f"objectives: unknown objective {cost!r}; after {spec.metric!r} one of "
+                             f"{', '.join(MODEL_COST_KEYS)}")
+    if len(set(objectives)) != len(objectives):
+        raise StudyError(f"objectives: duplicates in {objectives}")
+    if spec.searcher != "optuna":
+        raise StudyError("objectives: several objectives need searcher: optuna (a grid runs every point anyway)")
+    if spec.early_stop:
+        raise StudyError("early_stop: ASHA ranks trials on one metric and would stop the small, fast models a "
+                         "multi-objective front is made of; set early_stop: false (or leave it out)")
+    for cost in objectives[1:]:
+        if not any(changes_cost(cost, p.key) for p in spec.space):
+            inputs = ", ".join(k + "*" if k.endswith(".") else k for k in COST_INPUTS[cost])
+            raise StudyError(f"objectives: {cost} is the same for every trial: no searched key changes it "
+                             f"(search one of {inputs}, e.g. model.width)")
 
 
 def validate_run(cfg: ExperimentConfig, *, workers: int, cpus_per_worker: float, gpus_per_worker: float,
@@ -585,13 +668,18 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
 
 
 def with_changes(spec: StudySpec, *, samples: int | None = None, no_early_stop: bool = False,
-                 overrides: Sequence[str] | Mapping[str, Any] = (), **fields_: Any) -> StudySpec:
+                 overrides: Sequence[str] | Mapping[str, Any] = (), objective2: str | None = None,
+                 **fields_: Any) -> StudySpec:
     """`spec` with command-line changes on top (validated again as a whole): `samples`,
-    `no_early_stop`, `key=value` overrides merged over the study's, other StudySpec fields."""
+    `no_early_stop`, `key=value` overrides merged over the study's, `objective2` (a model cost searched
+    against `metric`: sets `objectives` and turns early stopping off), other StudySpec fields."""
     changes: dict[str, Any] = {k: v for k, v in fields_.items() if v is not None}
     if samples is not None:
         changes["num_samples"] = samples
     if no_early_stop:
+        changes["early_stop"] = False
+    if objective2 is not None:
+        changes["objectives"] = (changes.get("metric", spec.metric), objective2)
         changes["early_stop"] = False
     if overrides:
         merged = dict(spec.overrides)
@@ -606,10 +694,11 @@ CLUSTER_FLAG_DEFAULTS: dict[str, Any] = {"workers": 1, "cpus_per_worker": 1.0, "
 
 
 def with_cli_args(spec: StudySpec, args: Any) -> StudySpec:
-    """`spec` with the command line on top: --samples, --no-early-stop, key=value overrides, and the
-    cluster flags that differ from their parser defaults."""
+    """`spec` with the command line on top: --samples, --no-early-stop, --objective2, key=value
+    overrides, and the cluster flags that differ from their parser defaults."""
     cluster = {name: getattr(args, name, default) for name, default in CLUSTER_FLAG_DEFAULTS.items()}
     return with_changes(spec, samples=getattr(args, "samples", None),
                         no_early_stop=bool(getattr(args, "no_early_stop", False)),
+                        objective2=getattr(args, "objective2", None),
                         overrides=getattr(args, "overrides", None) or (),
                         **{k: v for k, v in cluster.items() if v != CLUSTER_FLAG_DEFAULTS[k]})

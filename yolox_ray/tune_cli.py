@@ -17,7 +17,7 @@ from yolox_ray.study_paths import DEFAULT_STUDIES_ROOT, STUDY_FILE
 
 
 def run_tune_cli(args: Any) -> int:
-    """`yolox-ray tune --study FILE [--samples N] [--no-early-stop] [--address A] [--out DIR]
+    """`yolox-ray tune --study FILE [--samples N] [--no-early-stop] [--objective2 COST] [--address A] [--out DIR]
     [--resume STUDY_DIR] [--tracking-uri URI] [key=value ...]`. On a resume `--samples` may grow
     the study (more trials, the Optuna history continues); any other change is refused."""
     if args.resume:
@@ -57,6 +57,12 @@ def print_result(result: Any, stream: Any = None) -> None:
           file=out)
     print(f"best values: {json.dumps({k: v for k, v in b.params.items()}, sort_keys=True)}", file=out)
     print(f"best MLflow run: {result.best_run_url}", file=out)
+    if result.objectives:
+        print(f"Pareto front ({', '.join(result.objectives)}): {len(result.pareto)} of "
+              f"{sum(t.status == 'finished' for t in result.trials)} finished trials", file=out)
+        for r in sorted(result.pareto, key=lambda r: r.values(result.objectives)[1]):
+            values = ", ".join(f"{k}={r.metrics[k]:.4g}" for k in result.objectives)
+            print(f"  trial {r.trial_id}: {values}  {json.dumps(r.params, sort_keys=True)}", file=out)
     if result.best_config is not None:
         print("best config:", file=out)
         from yolox_ray.config import dump_yaml

@@ -176,3 +176,47 @@ def test_bad_settings_fail_before_training(cache_dir):
         Trainer(tiny_cfg(cache_dir, **{"train.batch_size": 5}), world_size=2)
     with pytest.raises(ConfigError, match="model.num_classes"):
         Trainer(tiny_cfg(cache_dir, **{"model.num_classes": 80}))
+
+
+def test_model_cost_probe_reports_every_epoch_and_changes_nothing_else(full_run, cache_dir):
+    """A multi-objective study's probe: the costs in every epoch's metrics, and the run's state
+    bitwise equal to the run without it (the probe runs before seeding and uses its own generator)."""
+    from yolox_ray.engine.model_cost import ModelCostProbe
+    from yolox_ray.models import build_model, count_gflops
+
+    cfg, rec, summary, reference = full_run
+    rec2 = Record()
+    threads = torch.get_num_threads()
+    trainer = Trainer(cfg, callbacks=[ModelCostProbe(("params", "gflops", "latency_ms")), rec2])
+    trainer.fit()
+    assert_same_state(trainer.state_dict(), reference)
+    assert [e["loss"] for e in rec2.epochs] == [e["loss"] for e in rec.epochs]
+    assert torch.get_num_threads() == threads
+    # Learnable tensors of the state dict (BN running statistics are buffers, not parameters).
+    weights = sum(v.numel() for k, v in build_model(cfg.model).state_dict().items()
+                  if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    first = rec2.epochs[0]
+    assert first["params"] == weights
+    assert first["gflops"] == count_gflops(build_model(cfg.model), cfg.data.test_size)
+    assert first["latency_ms"] > 0
+    for e in rec2.epochs:  # measured once, carried by every epoch (what Tune and Optuna see last)
+        assert (e["params"], e["gflops"], e["latency_ms"]) == (first["params"], first["gflops"], first["latency_ms"])
+    assert not any(k in e for e in rec.epochs for k in ("params", "gflops", "latency_ms"))
+    with pytest.raises(ValueError, match="unknown model costs"):
+        ModelCostProbe(("latency",))
+
+
+def test_latency_is_a_median_of_timed_forwards_on_the_models_device():
+    from yolox_ray.models import build_model, measure_latency_ms
+
+    model = build_model("yolox_nano", 8)
+    model.train()
+    calls = []
+    model.register_forward_hook(lambda m, i, o: calls.append((tuple(i[0].shape), m.training, torch.is_grad_enabled())))
+    rng = torch.get_rng_state()
+    ms = measure_latency_ms(model, (96, 128), warmup=2, iters=3)
+    assert ms > 0 and len(calls) == 5
+    assert all(c == ((1, 3, 96, 128), False, False) for c in calls)  # batch 1, eval mode, no autograd
+    assert model.training and torch.equal(torch.get_rng_state(), rng)
+    with pytest.raises(ValueError, match="multiples of 32"):
+        measure_latency_ms(model, 100)

@@ -6,6 +6,7 @@ official defaults of the searched keys."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,61 @@ def test_tune_aug_schedule_runs(server, ray_cluster, tmp_path):
     result = _run(spec, server, tmp_path)
     assert all(t.metrics["epoch"] == epochs for t in result.trials)
     assert all(1 <= t.params["train.no_aug_epochs"] <= 5 for t in result.trials)
+
+
+def test_tune_simota_against_params_draws_a_pareto_front(server, ray_cluster, tmp_path):
+    """`studies/tune_simota.py --objective2 params`: a 2-direction Optuna study, the measured parameter
+    count in every trial's results, the Pareto front in the result, MLflow and the report (drawn in
+    headless Chromium)."""
+    import importlib.util
+    import json
+
+    import optuna
+
+    from headless_chromium import console_messages, headless, rendered
+    from yolox_ray.models import build_model
+    from yolox_ray.report import build_report
+
+    mod_spec = importlib.util.spec_from_file_location("s_tune_simota", CONFIGS.parent / "studies" / "tune_simota.py")
+    simota = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(simota)
+    overrides = tiny(tmp_path / "data", 1, **{"train.warmup_epochs": 0, "train.no_aug_epochs": 0,
+                                              "train.eval_interval": 1})
+    args = simota.parse_args(["--objective2", "params", "--widths", "0.125,0.25", "--samples", "3",
+                              "--max-concurrent", "2", "--name", "shipped_simota_params",
+                              *(f"{k}={json.dumps(v)}" for k, v in overrides.items())])
+    spec = simota.build_spec(args)
+    result = _run(spec, server, tmp_path)
+    assert result.objectives == ("AP", "params")
+
+    # Each trial reported its own model's parameter count (learnable state-dict tensors, counted here).
+    def weights(params: dict) -> int:
+        state = build_model(spec.trial_config(params).model).state_dict()
+        return sum(v.numel() for k, v in state.items()
+                   if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    for t in result.trials:
+        assert t.metrics["params"] == weights(t.params), t.params
+    assert result.trials[0].params["model.width"] == 0.125  # the warm start: the base config's width
+
+    # Optuna: two directions, each trial told its last (AP, params); its Pareto front is ours.
+    ostudy = optuna.load_study(study_name=spec.name, storage=f"sqlite:///{result.study_dir / 'optuna.db'}")
+    assert ostudy.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
+    assert len(ostudy.trials) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in ostudy.trials)
+    tune_values = sorted((t.metrics["AP"], t.metrics["params"]) for t in result.trials)
+    assert sorted(tuple(t.values) for t in ostudy.trials) == tune_values
+    front = sorted(tuple(t.values) for t in ostudy.best_trials)
+    assert sorted(r.values(result.objectives) for r in result.pareto) == front
+    parent = tracking.client_for(server.uri).get_run(result.parent_run_id)
+    assert parent.data.tags["objectives"] == "AP,params"
+    assert sorted(parent.data.tags["pareto_trial_ids"].split(",")) == sorted(r.trial_id for r in result.pareto)
+
+    page = build_report(spec.name, tmp_path / "report", server.uri)
+    text = page.read_text()
+    assert text.count('class="pareto-link"') == len(front) and "Pareto front: AP vs params" in text
+    run = headless("--dump-dom", page.as_uri(), tmp=tmp_path)
+    dom = run.stdout
+    drawn = rendered(dom)
+    assert {"plot-optuna-pareto", "plot-optuna-history", "plot-optuna-slice"} <= drawn, drawn
+    plots = re.search(r'data-plots="(\d+)"', dom).group(1)
+    assert f'data-plots-rendered="{plots}"' in dom and 'data-page-errors="0"' in dom
+    assert console_messages(run.stderr) == []

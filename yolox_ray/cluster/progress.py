@@ -38,7 +38,8 @@ class StudyCallback(tune.Callback):
 
     def __init__(self, study: str, study_dir: str, total: int, metric: str, mode: str, max_epochs: int,
                  stream: Any = None, *, workers: int = 1, cpus_per_worker: float = 1.0,
-                 gpus_per_worker: float = 0.0, driver: Mapping[str, float] | None = None):
+                 gpus_per_worker: float = 0.0, driver: Mapping[str, float] | None = None,
+                 shown: Sequence[str] = ()):
         self.study = study
         self.study_dir = study_dir
         self.total = total
@@ -47,6 +48,7 @@ class StudyCallback(tune.Callback):
         self.max_epochs = max_epochs
         self.workers, self.cpus_per_worker, self.gpus_per_worker = workers, cpus_per_worker, gpus_per_worker
         self.driver = dict(driver or {})
+        self.shown = tuple(shown)  # further metrics in each epoch line (a multi-objective study's costs)
         self._best: tuple[float, str, dict] | None = None
         self._last_line = ""
         self._stream = stream
@@ -124,7 +126,9 @@ class StudyCallback(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         value = result.get(self.metric)
-        parts = [f"{k}={result[k]:.4f}" for k in dict.fromkeys((self.metric, LOSS)) if isinstance(result.get(k), (int, float))]
+        keys = dict.fromkeys((self.metric, LOSS, *getattr(self, "shown", ())))  # older pickles lack `shown`
+        parts = [f"{k}={result[k]:.4g}" if k != self.metric and k != LOSS else f"{k}={result[k]:.4f}"
+                 for k in keys if isinstance(result.get(k), (int, float))]
         self._print(f"[{self.study}] trial {trial.trial_id} epoch {result.get('epoch', '?')}/{self.max_epochs}: "
                     + ", ".join(parts) + diagnostics_text(result) + (" (evaluated)" if result.get("evaluated") else ""))
         if isinstance(value, (int, float)) and math.isfinite(value) and self._better(float(value)):

@@ -35,7 +35,11 @@ its no-aug phase therefore ranks trials on the wrong regime and can discard the 
 The default grace period is past the warm-up and at the first evaluated epoch (AP is the latest
 evaluation, so rungs between evaluations compare stale values); ``early_stop: false`` /
 ``--no-early-stop`` runs every trial to the end (the right choice for augmentation-schedule
-studies and for small sample counts). Note that Ray's OptunaSearch tells Optuna an early-stopped
+studies and for small sample counts). A multi-objective study (`objectives: [AP, latency_ms]`) never
+early-stops (see `yolox_ray.study`): OptunaSearch gets `metric=[...]`, `mode=[...]` and Tune's own
+metric/mode stay unset (Ray 2.60: a list there is not supported, and OptunaSearch then keeps its own);
+OptunaSearch reports no intermediate values to a multi-objective Optuna study and tells it each
+trial's last result, whose costs `ModelCostProbe` put in every epoch's metrics. Note that Ray's OptunaSearch tells Optuna an early-stopped
 trial as COMPLETE with its rung value (ray_stack.md §3a), so TPE sees those partial values; the
 parameter importances (`yolox_ray.report.optuna_importances`) leave them out.
 """
@@ -63,6 +67,7 @@ from yolox_ray.cluster.ray_setup import (
     state_api_reachable,
 )
 from yolox_ray.config import ExperimentConfig
+from yolox_ray.engine.model_cost import ModelCostProbe
 from yolox_ray.study import (  # noqa: F401  (re-exported)
     ROW_KEY,
     SEED_KEY,
@@ -75,6 +80,7 @@ from yolox_ray.study import (  # noqa: F401  (re-exported)
     default_samples,
     dump_study,
     load_study,
+    pareto_front,
     validate_spec,
     with_changes,
     with_cli_args,
@@ -165,13 +171,16 @@ def yolox_trial(config: dict, ctx: _TrialContext) -> None:
     label = "-".join(str(x) for x in (tags["row"], f"s{cfg.train.seed}" if spec.seeds else None) if x) or "trial"
     run_id = tracking.ensure_trial_run(ctx.study_run, trial_id, run_name=f"{label}-{trial_id}", tags=tags)
     start = time.perf_counter()
+    # The costs among the objectives are measured on rank 0 and reported with every epoch's metrics.
+    probes = [ModelCostProbe(spec.costs)] if spec.costs else []
     try:
         trainer = make_trainer(
             cfg, run_name=f"trial_{trial_id}", storage_path=ctx.train_storage, num_workers=spec.workers,
             use_gpu=spec.gpus_per_worker > 0, cpus_per_worker=spec.cpus_per_worker,
             gpus_per_worker=spec.gpus_per_worker, max_failures=spec.max_failures, callbacks=[TuneReportCallback()],
             tracking={"tracking_uri": ctx.study_run.tracking_uri, "run_id": run_id},
-            log_path=str(trial_log_path(ctx.study_dir, trial_id)) if ctx.study_dir else None)
+            log_path=str(trial_log_path(ctx.study_dir, trial_id)) if ctx.study_dir else None,
+            worker_callbacks=probes)
         trainer.fit()
     except Exception as exc:
         tracking.finish_run(ctx.study_run.tracking_uri, run_id, "FAILED",
@@ -196,6 +205,13 @@ class TrialRecord:
     run_id: str | None
     error: str | None = None
 
+    def values(self, objectives: tuple[str, ...]) -> tuple[float, ...] | None:
+        """The trial's last value of each objective (None when one is missing or not finite)."""
+        values = [self.metrics.get(k) for k in objectives]
+        if any(not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) for v in values):
+            return None
+        return tuple(float(v) for v in values)
+
     @property
     def row(self) -> str | None:
         return self.params.get(ROW_KEY)
@@ -219,6 +235,8 @@ class StudyResult:
     tracking_uri: str
     experiment_id: str
     parent_run_id: str
+    objectives: tuple[str, ...] = ()  # empty: single-objective on `metric`
+    pareto: tuple[TrialRecord, ...] = ()  # the finished trials no other finished trial dominates
 
     @property
     def num_failed(self) -> int:
@@ -356,9 +374,12 @@ def _new_tuner(spec: StudySpec, trainable: Any, study_dir: Path, segment: TuneSe
         # Optuna study already has trials (a grown or restarted study keeps its own first trial).
         existing = [s for s in optuna.get_all_study_summaries(storage) if s.study_name == spec.name]
         points = [spec.warm_start()] if not existing or existing[0].n_trials == 0 else None
+        # Several objectives: the searcher holds the lists (one Optuna direction each; TPE samples
+        # multi-objective studies too), Tune's own metric/mode stay unset.
+        objectives = {"metric": list(spec.objectives), "mode": list(spec.objective_modes())} if spec.objectives else {}
         searcher = ConcurrencyLimiter(
             OptunaSearch(sampler=optuna.samplers.TPESampler(**sampler_kwargs), study_name=spec.name,
-                         storage=storage, points_to_evaluate=points),
+                         storage=storage, points_to_evaluate=points, **objectives),
             max_concurrent=concurrency)
     else:
         # The generator's own limit: Tune ignores max_concurrent_trials (with a warning) for a generator.
@@ -369,12 +390,14 @@ def _new_tuner(spec: StudySpec, trainable: Any, study_dir: Path, segment: TuneSe
                                   reduction_factor=spec.reduction_factor)
     else:
         scheduler = FIFOScheduler()
-    tune_config = tune.TuneConfig(metric=spec.metric, mode=spec.mode, num_samples=segment.samples,
-                                  search_alg=searcher, scheduler=scheduler, reuse_actors=False)
+    single = not spec.objectives
+    tune_config = tune.TuneConfig(metric=spec.metric if single else None, mode=spec.mode if single else None,
+                                  num_samples=segment.samples, search_alg=searcher, scheduler=scheduler,
+                                  reuse_actors=False)
     trials = spec.total_trials() // spec.samples * segment.samples
     callback = StudyCallback(spec.name, str(study_dir), trials, spec.metric, spec.mode, max_t,
                              workers=spec.workers, cpus_per_worker=spec.cpus_per_worker,
-                             gpus_per_worker=spec.gpus_per_worker, driver=driver)
+                             gpus_per_worker=spec.gpus_per_worker, driver=driver, shown=spec.costs)
     run_config = tune.RunConfig(name=segment.name, storage_path=str(study_dir), verbose=0, callbacks=[callback],
                                 failure_config=tune.FailureConfig(max_failures=spec.trial_retries))
     return tune.Tuner(trainable, param_space=param_space(spec), tune_config=tune_config, run_config=run_config)
@@ -442,7 +465,9 @@ def run_study(spec: StudySpec, *, address: str | None = None, storage_root: str 
                       "num_trials": spec.total_trials(), "paper_reference": spec.paper_reference,
                       "early_stop": spec.early_stopping, "study_dir": str(study_dir),
                       "optuna_storage": optuna_storage_url(study_dir) if spec.searcher == "optuna" else None,
-                      "optuna_study": spec.name if spec.searcher == "optuna" else None})
+                      "optuna_study": spec.name if spec.searcher == "optuna" else None,
+                      "objectives": ",".join(spec.objectives) or None,
+                      "objective_modes": ",".join(spec.objective_modes()) if spec.objectives else None})
             if not existing or grown:
                 client = tracking.client_for(uri)
                 client.log_text(study_run.run_id, dump_study(spec), STUDY_FILE)
@@ -517,14 +542,22 @@ def _collect(spec: StudySpec, grid: list[Any], study_dir: Path, study_run: track
     pool = [r for r in scored if r.status == "finished"] or scored
     best = max(pool, key=lambda r: sign * r.metrics[spec.metric]) if pool else None
     best_config = spec.trial_config(best.params) if best else None
+    pareto: tuple[TrialRecord, ...] = ()
+    if spec.objectives:
+        # Full-length trials only (a multi-objective study does not early-stop; a failed trial has no value).
+        valued = [r for r in records if r.status == "finished" and r.values(spec.objectives) is not None]
+        front = pareto_front([r.values(spec.objectives) for r in valued], spec.objective_modes())
+        pareto = tuple(valued[i] for i in front)
     result = StudyResult(name=spec.name, study_dir=study_dir, metric=spec.metric, mode=spec.mode,
                          trials=tuple(records), best=best, best_config=best_config,
                          tracking_uri=study_run.tracking_uri, experiment_id=study_run.experiment_id,
-                         parent_run_id=study_run.run_id)
+                         parent_run_id=study_run.run_id, objectives=spec.objectives, pareto=pareto)
     (study_dir / "trials.json").write_text(json.dumps(
         {"study": spec.name, "metric": spec.metric, "mode": spec.mode, "parent_run_id": study_run.run_id,
          "experiment_id": study_run.experiment_id,
          "best_trial": best.trial_id if best else None,
+         **({"objectives": list(spec.objectives), "pareto_trials": [r.trial_id for r in pareto]}
+            if spec.objectives else {}),
          "trials": [{"trial_id": r.trial_id, "status": r.status, "params": r.params, "run_id": r.run_id,
                      "error": r.error, "metrics": {k: v for k, v in r.metrics.items()
                                                   if isinstance(v, (int, float, str, bool)) or v is None}}
@@ -540,4 +573,6 @@ def _finish_parent(result: StudyResult, study_run: tracking.StudyRun) -> None:
         tags["best_trial_id"] = result.best.trial_id
         tags["best_run_id"] = result.best.run_id
         client.log_metric(study_run.run_id, f"best_{result.metric}", float(result.best.metrics[result.metric]))
+    if result.objectives:
+        tags["pareto_trial_ids"] = ",".join(r.trial_id for r in result.pareto)
     tracking.finish_run(study_run.tracking_uri, study_run.run_id, "FINISHED", tags=tags)

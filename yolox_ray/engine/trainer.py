@@ -122,6 +122,9 @@ class Trainer:
         self.train_seconds = 0.0
         self.tracking_run_id: str | None = None
         self.stop_reason: str | None = None
+        # Facts of this run that do not change per epoch (e.g. the model's measured cost, set by a
+        # callback in on_train_start): merged into every epoch's metrics.
+        self.run_metrics: dict[str, float] = {}
 
         self._build(resume)
 
@@ -298,6 +301,7 @@ class Trainer:
                         "is_best": is_best})
         self.train_seconds = self._seconds_before + (time.perf_counter() - self._attempt_start)
         metrics[TRAIN_SECONDS] = self.train_seconds  # the run so far, across resumes
+        metrics.update(self.run_metrics)
 
         rngs = self._gather_rng()
         checkpoint = self.state_dict(rngs) if self.rank == 0 else None
