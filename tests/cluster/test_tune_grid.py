@@ -112,7 +112,7 @@ def test_state_api_check_tells_a_cluster_without_dashboard(ray_cluster):
 
     from yolox_ray.cluster.ray_setup import state_api_reachable
 
-    assert state_api_reachable()
+    assert state_api_reachable(timeout_s=120)  # a loaded 2-core machine answers slowly
     bare = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 0, "include_dashboard": False})
     try:
         assert not state_api_reachable(bare.address)

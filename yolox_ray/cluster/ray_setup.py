@@ -84,7 +84,7 @@ def init_ray(
     )
 
 
-def state_api_reachable(address: str | None = None, timeout_s: int = 10) -> bool:
+def state_api_reachable(address: str | None = None, timeout_s: int = 30) -> bool:
     """Whether the cluster's State API (served by its dashboard) answers. Ray Train V2 frees the
     placement group of a trial Tune stops (ASHA) only through it (ray_stack.md §3b); without it the
     freed trial's CPUs/GPUs stay reserved. `address`: a bootstrap (GCS) or dashboard address; None:
