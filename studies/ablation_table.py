@@ -163,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2. Run (or continue) the grid study on Ray Tune; one MLflow server for the whole script.
     with tracking.tracking_session(args.tracking_uri, args.mlruns, address=args.address) as uri:
-        result = run_study(spec, address=args.address, storage_root=args.out, tracking_uri=uri)
+        result = run_study(spec, address=args.address, storage_root=args.out, tracking_uri=uri,
+                           optuna_storage=args.optuna_storage)
 
         # 3. The table: per row AP mean ± std over seeds, deltas, the paper's values, params/GFLOPs.
         trials = [trial_result(t) for t in result.trials]
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         client.log_text(result.parent_run_id, csv_text, "ablation_table.csv")
         for key in ("preset", "model", "input size", "data", "epochs", "commit"):
             client.set_tag(result.parent_run_id, key.replace(" ", "_"), str(labels[key]))
-        report = build_report(name, result.study_dir / "report", uri, ui_url=ui_url)
+        report = build_report(name, result.outputs_dir / "report", uri, ui_url=ui_url)
 
     print()
     print(md)

@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
                            adapt_space=fit_no_aug)
 
     with tracking.tracking_session(args.tracking_uri, args.mlruns, address=args.address) as uri:
-        result = run_study(spec, address=args.address, storage_root=args.out, tracking_uri=uri)
+        result = run_study(spec, address=args.address, storage_root=args.out, tracking_uri=uri,
+                           optuna_storage=args.optuna_storage)
         print_result(result)
         write_search_outputs(result, spec.name, uri, user_tracking_uri=args.tracking_uri)
     return 0 if result.num_finished > 0 else 1

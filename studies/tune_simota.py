@@ -110,9 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     base = spec.base_config()
 
     with tracking.tracking_session(args.tracking_uri, args.mlruns, address=args.address) as uri:
-        result = run_study(spec, address=args.address, storage_root=args.out, tracking_uri=uri)
+        result = run_study(spec, address=args.address, storage_root=args.out, tracking_uri=uri,
+                           optuna_storage=args.optuna_storage)
         print_result(result)
-        out = result.study_dir
+        out = result.outputs_dir  # a local folder (the study folder, unless --out is a storage URI)
+        out.mkdir(parents=True, exist_ok=True)
 
         # k-vs-AP: AP mean ± std over the full-length trials (seeds, or other sampled values) at each k.
         points = k_points((int(t.params.get(K_KEY, base.assign.candidate_k)), t.metrics.get(AP))

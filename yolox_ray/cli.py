@@ -18,7 +18,8 @@ def _add_cluster_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1, help="Ray Train workers per trial (DDP world size)")
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (0 = CPU, gloo)")
     p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per worker")
-    p.add_argument("--storage", default=None, help="storage_path for checkpoints and results (shared storage on a cluster)")
+    p.add_argument("--storage", default=None, help="storage_path for checkpoints and results: a folder or a storage "
+                                                   "URI such as s3://bucket/path (shared storage on a cluster)")
     p.add_argument("--tracking-uri", default=None,
                    help="existing MLflow tracking server; default: a local server over SQLite (on 127.0.0.1, or "
                         "with authentication on this driver's node address when the cluster has other nodes)")
@@ -88,7 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="search the study's metric against this model cost too (multi-objective Optuna, "
                         "Pareto front in the report; no early stopping); the study must search a key that "
                         "changes it, e.g. model.width")
-    p.add_argument("--out", default=None, help="studies root folder (default ./studies_out)")
+    p.add_argument("--out", default=None, help="studies root: a folder (default ./studies_out) or a storage URI "
+                                               "(s3://bucket/studies, gs://..., any pyarrow filesystem URI)")
+    p.add_argument("--optuna-storage", default=None,
+                   help="the Optuna study's storage: an RDB URL (sqlite:////abs/optuna.db, postgresql://user@host/db) "
+                        "or journal:PATH (a JournalStorage log file); default: optuna.db in a local study folder")
     _add_cluster_args(p)
     p.add_argument("overrides", nargs="*")
 

@@ -1,7 +1,8 @@
 """`yolox-ray dashboard --study NAME_OR_DIR`: optuna-dashboard on a study's Optuna storage, on 127.0.0.1.
 
 A study named NAME lives in `<studies root>/NAME/` (`yolox-ray tune`'s `--out`, default
-`studies_out`) with its Optuna storage `optuna.db` there; `yolox_ray.study_paths` defines that layout.
+`studies_out`) with its Optuna storage `optuna.db` there, or the one it was started with
+(`--optuna-storage`, recorded in `optuna.json`); `yolox_ray.study_paths` defines that layout.
 Only Optuna-searched studies have one (a grid study does not).
 """
 
@@ -11,7 +12,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from yolox_ray.study_paths import DEFAULT_STUDIES_ROOT, OPTUNA_DB, optuna_storage_url
+from yolox_ray.storage import StorageError
+from yolox_ray.study_paths import (
+    DEFAULT_STUDIES_ROOT,
+    JOURNAL_PREFIX,
+    OPTUNA_DB,
+    open_optuna_storage,
+    optuna_storage_url,
+    recorded_optuna_storage,
+)
 
 
 class DashboardError(RuntimeError):
@@ -34,21 +43,31 @@ def study_storage(name_or_dir: str, root: str | Path = DEFAULT_STUDIES_ROOT) -> 
         raise DashboardError(f"no study {name_or_dir!r}: not a directory, and no {study_dir.resolve()}/ "
                              "(give the study's directory, or --out for another studies root)")
     db = study_dir / OPTUNA_DB
-    if not db.is_file():
-        raise DashboardError(f"study {study_dir.name!r} has no Optuna storage {db.resolve()} "
-                             "(only Optuna-searched studies have one)")
-    storage = optuna_storage_url(study_dir)
-    names = optuna.get_all_study_names(storage=storage)
+    storage = recorded_optuna_storage(study_dir)
+    if storage is None:
+        if not db.is_file():
+            raise DashboardError(f"study {study_dir.name!r} has no Optuna storage {db.resolve()} "
+                                 "(only Optuna-searched studies have one)")
+        storage = optuna_storage_url(study_dir)
+    elif "***" in storage:
+        raise DashboardError(f"study {study_dir.name!r} uses {storage}; its password is not stored: "
+                             "run optuna-dashboard on that URL yourself")
+    names = optuna.get_all_study_names(storage=_open(storage))
     if study_dir.name not in names:
-        raise DashboardError(f"{db.resolve()} holds no Optuna study {study_dir.name!r} (it holds: {names or 'none'})")
+        raise DashboardError(f"{storage} holds no Optuna study {study_dir.name!r} (it holds: {names or 'none'})")
     return study_dir.name, storage
+
+
+def _open(storage: str) -> Any:
+    """What Optuna and optuna-dashboard take: the URL itself, or the JournalStorage of `journal:PATH`."""
+    return open_optuna_storage(storage) if storage.startswith(JOURNAL_PREFIX) else storage
 
 
 def run_dashboard_cli(args: Any) -> int:
     """Resolve the study, print the URL, serve until interrupted; a missing study exits 2."""
     try:
         name, storage = study_storage(args.study, args.out or DEFAULT_STUDIES_ROOT)
-    except DashboardError as exc:
+    except (DashboardError, StorageError) as exc:
         print(f"yolox-ray dashboard: {exc}", file=sys.stderr)
         return 2
     try:
@@ -59,7 +78,7 @@ def run_dashboard_cli(args: Any) -> int:
     print(f"optuna-dashboard for study {name} ({storage}): http://{HOST}:{args.port}/dashboard/  (Ctrl-C stops it)",
           flush=True)
     try:
-        run_server(storage, host=HOST, port=args.port)
+        run_server(_open(storage), host=HOST, port=args.port)
     except KeyboardInterrupt:
         pass
     except OSError as exc:  # e.g. the port is taken

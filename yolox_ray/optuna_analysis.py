@@ -25,19 +25,25 @@ class OptunaAnalysisError(RuntimeError):
 
 
 def load_optuna_study(storage: str, study_name: str | None) -> Any:
-    """The Optuna study `study_name` in `storage`; the only study there when no name is given."""
+    """The Optuna study `study_name` in `storage` (an RDB URL or `journal:PATH`, `study_paths`); the only
+    study there when no name is given."""
     import optuna
 
+    from yolox_ray.study_paths import JOURNAL_PREFIX, open_optuna_storage
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    label = storage
+    if storage.startswith(JOURNAL_PREFIX):
+        storage = open_optuna_storage(storage)
     if study_name is None:
         names = optuna.get_all_study_names(storage=storage)
         if len(names) != 1:
-            raise OptunaAnalysisError(f"Optuna storage {storage} holds {len(names)} studies {names}; name one")
+            raise OptunaAnalysisError(f"Optuna storage {label} holds {len(names)} studies {names}; name one")
         study_name = names[0]
     try:
         return optuna.load_study(study_name=study_name, storage=storage)
     except KeyError as exc:  # optuna: "Record does not exist."
-        raise OptunaAnalysisError(f"no Optuna study {study_name!r} in {storage}") from exc
+        raise OptunaAnalysisError(f"no Optuna study {study_name!r} in {label}") from exc
 
 
 def full_length_trials(study: Any) -> tuple[list[Any], list[Any]]:

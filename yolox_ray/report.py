@@ -48,7 +48,7 @@ from yolox_ray.optuna_analysis import (
 )
 from yolox_ray.optuna_analysis import importances as _optuna_importances
 from yolox_ray.study import pareto_front
-from yolox_ray.study_paths import optuna_storage_url
+from yolox_ray.study_paths import DEFAULT_REPORTS_ROOT
 
 K_PARAM = "assign.candidate_k"
 STUDY_TAG = "study"
@@ -739,7 +739,7 @@ Details of every run are in the MLflow UI (links below); run metadata at the end
 
 def run_report_cli(args: Any) -> int:
     """`yolox-ray report --study NAME [--out DIR] [--tracking-uri URI]`."""
-    out = Path(args.out) if args.out else Path("reports") / args.study
+    out = Path(args.out) if args.out else Path(DEFAULT_REPORTS_ROOT) / args.study
     try:
         tracking_uri = args.tracking_uri or default_tracking_uri()
         path = build_report(args.study, out, tracking_uri, optuna_storage=getattr(args, "optuna_storage", None))
@@ -780,10 +780,11 @@ def write_search_outputs(result: Any, study_name: str, tracking_uri: str, *, use
     """
     from yolox_ray.config import dump_yaml
 
-    out = Path(result.study_dir)
-    storage = optuna_storage_url(out)
+    out = Path(result.outputs_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    storage = result.optuna_storage
     found: dict[str, float] = {}
-    if importances:
+    if importances and storage:
         try:
             study = load_optuna_study(storage, study_name)
             found = _optuna_importances(study)

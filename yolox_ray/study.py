@@ -636,9 +636,9 @@ def _wrap(fn, where: str) -> Any:
         raise StudyError(f"{where}: {exc}") from None
 
 
-def load_study(path: str | Path) -> StudySpec:
-    """A StudySpec from a YAML file (see ``configs/tune_simota.yaml``)."""
-    path = Path(path)
+def load_study(path: str | Path | Any) -> StudySpec:
+    """A StudySpec from a YAML file (see ``configs/tune_simota.yaml``); also a `yolox_ray.storage.StoragePath`."""
+    path = path if hasattr(path, "read_text") else Path(path)
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:

@@ -34,7 +34,11 @@ def add_study_args(p: argparse.ArgumentParser, *, name_help: str, max_concurrent
     p.add_argument("--max-concurrent", type=int, default=max_concurrent,
                    help=max_concurrent_help or ("trials at once (capped by what the cluster fits)" if max_concurrent else
                                                 "trials at once (default: as many as the cluster fits)"))
-    p.add_argument("--out", default=DEFAULT_STUDIES_ROOT, help="studies folder (shared storage on a cluster)")
+    p.add_argument("--out", default=DEFAULT_STUDIES_ROOT,
+                   help="studies folder or storage URI (s3://bucket/studies, gs://...); shared storage on a cluster")
+    p.add_argument("--optuna-storage", default=None,
+                   help="Optuna searches: an RDB URL (sqlite:////abs/optuna.db, postgresql://user@host/db) or "
+                        "journal:PATH; default: optuna.db in a local study folder")
     p.add_argument("--name", default=None, help=name_help)
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow server; default: a local one over --mlruns (on 127.0.0.1, or with authentication "

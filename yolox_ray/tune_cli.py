@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
+from yolox_ray.storage import resolve_storage
 from yolox_ray.study import StudyError, load_study, with_cli_args
 from yolox_ray.study_paths import DEFAULT_STUDIES_ROOT, STUDY_FILE
 
 
 def run_tune_cli(args: Any) -> int:
-    """`yolox-ray tune --study FILE [--samples N] [--no-early-stop] [--objective2 COST] [--address A] [--out DIR]
-    [--resume STUDY_DIR] [--tracking-uri URI] [key=value ...]`. On a resume `--samples` may grow
+    """`yolox-ray tune --study FILE [--samples N] [--no-early-stop] [--objective2 COST] [--address A]
+    [--out DIR_OR_URI] [--resume STUDY_DIR_OR_URI] [--optuna-storage URL] [--tracking-uri URI] [key=value ...]`. On a resume `--samples` may grow
     the study (more trials, the Optuna history continues); any other change is refused."""
     if args.resume:
-        study_dir = Path(args.resume).expanduser().resolve()
+        study_dir = resolve_storage(args.resume, what="--resume")
         if not (study_dir / STUDY_FILE).exists():
             raise StudyError(f"--resume {args.resume}: no {STUDY_FILE} in that directory")
         spec = load_study(study_dir / STUDY_FILE)
@@ -32,13 +32,13 @@ def run_tune_cli(args: Any) -> int:
         if not args.study:
             raise StudyError("tune: give --study FILE (or --resume STUDY_DIR)")
         spec = load_study(args.study)
-        storage_root = Path(args.out or getattr(args, "storage", None) or DEFAULT_STUDIES_ROOT)
+        storage_root = resolve_storage(args.out or getattr(args, "storage", None) or DEFAULT_STUDIES_ROOT)
     spec = with_cli_args(spec, args)
 
     from yolox_ray.cluster.tune import run_study
 
     result = run_study(spec, address=args.address, storage_root=storage_root, tracking_uri=args.tracking_uri,
-                       resume=bool(args.resume))
+                       resume=bool(args.resume), optuna_storage=getattr(args, "optuna_storage", None))
     print_result(result)
     return 0 if result.num_finished > 0 else 1
 

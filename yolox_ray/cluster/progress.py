@@ -16,6 +16,7 @@ from ray import tune
 from yolox_ray.cluster import tracking
 from yolox_ray.cluster.train import diagnostics_text, error_summary, rank_log_path
 from yolox_ray.metrics import LOSS
+from yolox_ray.storage import StoragePath, as_storage
 from yolox_ray.study_paths import trial_log_path
 
 # How often (seconds) the trial-count line is recomputed between trial events: a trial's Train workers
@@ -27,8 +28,9 @@ class StudyCallback(tune.Callback):
     """Prints progress (running/done/failed, best so far) and sets each trial's MLflow run to its
     final status from the driver, which also covers trials Tune stops (ASHA) or loses (actor died).
 
-    Pickled with the experiment (Tuner.restore brings it back), so it keeps only plain data and
-    reads the current tracking URI from ``<study_dir>/mlflow.json``.
+    Pickled with the experiment (Tuner.restore brings it back), so it keeps only plain data (the
+    study storage: a path, or a `StoragePath` whose pyarrow filesystem pickles) and reads the current
+    tracking URI from ``<study_dir>/mlflow.json``.
     """
 
     # Defaults for a callback unpickled from an experiment written before these existed.
@@ -36,7 +38,7 @@ class StudyCallback(tune.Callback):
     driver: dict[str, float] = {}
     _last_check = 0.0
 
-    def __init__(self, study: str, study_dir: str, total: int, metric: str, mode: str, max_epochs: int,
+    def __init__(self, study: str, study_dir: str | StoragePath, total: int, metric: str, mode: str, max_epochs: int,
                  stream: Any = None, *, workers: int = 1, cpus_per_worker: float = 1.0,
                  gpus_per_worker: float = 0.0, driver: Mapping[str, float] | None = None,
                  shown: Sequence[str] = ()):
@@ -137,7 +139,7 @@ class StudyCallback(tune.Callback):
 
     def _set_status(self, trial: Any, status: str, tags: dict[str, Any]) -> None:
         try:
-            info = json.loads((Path(self.study_dir) / tracking.STUDY_RUN_FILE).read_text())
+            info = json.loads((as_storage(self.study_dir) / tracking.STUDY_RUN_FILE).read_text())
             client = tracking.client_for(info["tracking_uri"])
             run = tracking.find_trial_run(client, info["experiment_id"], info["run_id"], trial.trial_id)
             if run is not None:

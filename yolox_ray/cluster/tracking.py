@@ -91,6 +91,7 @@ from typing import Any, Iterator, Mapping
 from yolox_ray.cluster.ray_setup import cluster_nodes, free_port, init_ray, node_ip
 from yolox_ray.config import ConfigError
 from yolox_ray.metrics import AP, AP50, COCO_STAT_KEYS, LOSS
+from yolox_ray.storage import StoragePath, as_storage
 
 LOCAL_HOST = "127.0.0.1"
 AUTH_DIR = "auth"  # under the store root: MLflow's basic-auth config and database (owner-only)
@@ -623,12 +624,13 @@ def _str_tags(tags: Mapping[str, Any]) -> dict[str, str]:
     return {k: str(v) for k, v in tags.items() if v is not None}
 
 
-def ensure_study_run(tracking_uri: str, *, study: str, study_dir: str | Path, experiment_name: str | None = None,
-                     tags: Mapping[str, Any] | None = None) -> StudyRun:
+def ensure_study_run(tracking_uri: str, *, study: str, study_dir: str | Path | StoragePath,
+                     experiment_name: str | None = None, tags: Mapping[str, Any] | None = None) -> StudyRun:
     """The study's parent run: re-used from ``<study_dir>/mlflow.json`` if it exists on this
-    server (set back to RUNNING), else created (and its id written there)."""
+    server (set back to RUNNING), else created (and its id written there). `study_dir` may be
+    any study storage (`yolox_ray.storage`)."""
     client = client_for(tracking_uri)
-    path = Path(study_dir) / STUDY_RUN_FILE
+    path = as_storage(study_dir) / STUDY_RUN_FILE
     if path.exists():
         info = json.loads(path.read_text())
         try:
@@ -647,7 +649,6 @@ def ensure_study_run(tracking_uri: str, *, study: str, study_dir: str | Path, ex
     all_tags = {"study": study, "kind": "study", "git_commit": git_commit()}
     all_tags.update(tags or {})
     run = client.create_run(exp_id, run_name=study, tags=_str_tags(all_tags))
-    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"run_id": run.info.run_id, "experiment_id": exp_id, "tracking_uri": tracking_uri,
                                 "study": study}, indent=1))
     return StudyRun(tracking_uri, exp_id, run.info.run_id)

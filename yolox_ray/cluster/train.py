@@ -32,6 +32,7 @@ from yolox_ray.config import (
     to_flat_dict,
 )
 from yolox_ray.metrics import AP, AP50, BEST_AP, LOSS
+from yolox_ray.storage import StoragePath, as_storage, ray_storage
 
 # Metrics every per-epoch report carries (plus the 12 COCO stats after an evaluation).
 REPORT_KEYS = ("epoch", AP, AP50, BEST_AP, "evaluated", LOSS, "lr")
@@ -106,13 +107,9 @@ def default_run_name(cfg: ExperimentConfig, workers: int) -> str:
     return f"{cfg.name}-{hashlib.sha1(blob.encode()).hexdigest()[:10]}"
 
 
-def _abs_storage(storage: str | os.PathLike | None) -> str:
-    if storage is None:
-        storage = "ray_results"
-    text = str(storage)
-    if "://" in text:  # s3://, gs://, ...: Ray handles it
-        return text
-    return str(Path(text).expanduser().resolve())
+def _resolve_storage(storage: str | os.PathLike | StoragePath | None) -> StoragePath:
+    """`--storage` (default ./ray_results): a local folder made absolute, or a URI pyarrow opens."""
+    return as_storage("ray_results" if storage is None else storage, what="--storage")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -380,7 +377,7 @@ def make_trainer(
     cfg: ExperimentConfig,
     *,
     run_name: str,
-    storage_path: str,
+    storage_path: str | StoragePath,
     num_workers: int = 1,
     use_gpu: bool = False,
     cpus_per_worker: float = 1.0,
@@ -442,7 +439,7 @@ def make_trainer(
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=ray.train.RunConfig(
             name=run_name,
-            storage_path=_abs_storage(storage_path),
+            **ray_storage(_resolve_storage(storage_path)),
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=num_to_keep, checkpoint_score_attribute=AP, checkpoint_score_order="max"),
             failure_config=ray.train.FailureConfig(max_failures=0),  # RetryingTrainer retries crashes
@@ -514,7 +511,7 @@ def run_training(
 
     data_reports = check_data(cfg)  # before Ray starts: bad data is one line and exit code 2
     print_reports(data_reports, out)
-    storage_path = _abs_storage(storage)
+    storage_path = _resolve_storage(storage)  # a bad URI: StorageError before Ray starts
     run_name = name or default_run_name(cfg, workers)
 
     from yolox_ray.cluster.ray_setup import init_ray

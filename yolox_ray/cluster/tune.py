@@ -13,16 +13,19 @@ Train run name per trial id (so a restarted trial resumes from its Train checkpo
 `TuneReportCallback` forwarding every per-epoch report, a ``trial_slot`` custom resource so the
 trial driver does not take a CPU from its own workers, and ``ASHAScheduler(time_attr="epoch")``.
 
-Layout of a study directory ``<storage_root>/<name>/``::
+Layout of a study directory ``<storage_root>/<name>/`` (a local folder or a storage URI such as
+``s3://bucket/studies/<name>``, all through one pyarrow filesystem, `yolox_ray.storage`)::
 
     study.yaml       the resolved StudySpec (what ``--resume`` reloads; a rerun must match it,
                      except that num_samples may grow)
     mlflow.json      the study's MLflow parent run (re-used on resume)
-    optuna.db        Optuna RDB storage (optuna searcher only)
+    optuna.db        Optuna RDB storage (optuna searcher, local study folder, no --optuna-storage)
+    optuna.json      which Optuna storage the study uses (password masked)
     tune/            the Tune experiment (Tuner.restore reads it); tune_2/, ... one more per resume
                      that grew num_samples (`TuneSegment`), listed in tune_segments.json
     train_runs/      one Ray Train run per trial: trial_<trial_id>/epoch_NNN checkpoints
     logs/            trial_<trial_id>.log: the Train workers' output and traceback, the error Tune got
+                     (a study on remote storage: <temp>/yolox_ray_logs/<name>/ of the writing node)
     trials.json      every trial's status, sampled values and last metrics (written at the end)
 
 Early stopping and the no-aug phase: ASHA compares trials at rungs (``grace_period``,
@@ -85,14 +88,21 @@ from yolox_ray.study import (  # noqa: F401  (re-exported)
     with_changes,
     with_cli_args,
 )
+from yolox_ray.storage import StorageError, StoragePath, as_storage, ray_storage
 from yolox_ray.study_paths import (
+    DEFAULT_REPORTS_ROOT,
     DEFAULT_STUDIES_ROOT,
     SEGMENTS_FILE,
     STUDY_FILE,
     TUNE_DIR,
+    check_optuna_storage,
+    mask_password,
+    open_optuna_storage,
     optuna_storage_url,
-    trial_log_path,
+    record_optuna_storage,
+    recorded_optuna_storage,
     segment_dir_name,
+    trial_log_path,
 )
 
 # The spec, its validation and YAML live in the Ray-free yolox_ray.study (re-exported here).
@@ -135,8 +145,8 @@ class _TrialContext:
 
     spec: StudySpec
     study_run: tracking.StudyRun
-    train_storage: str
-    study_dir: str = ""  # for the trial's log file (an experiment pickled before it existed: no log file)
+    train_storage: StoragePath | str
+    study_dir: StoragePath | str = ""  # for the trial's log file (pickled before it existed: no log file)
     auth: tracking.TrackingAuth | None = None
 
 
@@ -223,10 +233,12 @@ class TrialRecord:
 
 @dataclass(frozen=True)
 class StudyResult:
-    """A finished (or continued) study; `trials` in the order Tune created them."""
+    """A finished (or continued) study; `trials` in the order Tune created them. `study_dir` is where
+    the study lives (any filesystem); `outputs_dir` a local folder for what scripts derive from it
+    (reports, plots, tables): the study folder itself when local, else ``reports/<name>``."""
 
     name: str
-    study_dir: Path
+    study_dir: StoragePath
     metric: str
     mode: str
     trials: tuple[TrialRecord, ...]
@@ -237,6 +249,8 @@ class StudyResult:
     parent_run_id: str
     objectives: tuple[str, ...] = ()  # empty: single-objective on `metric`
     pareto: tuple[TrialRecord, ...] = ()  # the finished trials no other finished trial dominates
+    outputs_dir: Path | None = None  # see above (always set by run_study)
+    optuna_storage: str | None = None  # the Optuna storage URL / journal:PATH (optuna searcher only)
 
     @property
     def num_failed(self) -> int:
@@ -254,8 +268,22 @@ class StudyResult:
         return self.run_url(self.best.run_id) if self.best and self.best.run_id else None
 
 
-def study_dir_for(spec: StudySpec, storage_root: str | Path) -> Path:
-    return Path(storage_root).expanduser().resolve() / spec.name
+def study_dir_for(spec: StudySpec, storage_root: str | Path | StoragePath) -> StoragePath:
+    """`<storage_root>/<name>`: a local root is made absolute, a URI resolved by pyarrow (StorageError if it cannot)."""
+    return as_storage(storage_root, what="--out") / spec.name
+
+
+def outputs_dir_for(study_dir: StoragePath) -> Path:
+    """The local folder for a study's derived outputs (see StudyResult)."""
+    return study_dir.local_path if study_dir.local else Path(DEFAULT_REPORTS_ROOT).resolve() / study_dir.name
+
+
+def _can_restore(exp_path: StoragePath) -> bool:
+    where = ray_storage(exp_path)
+    try:
+        return tune.Tuner.can_restore(where["storage_path"], storage_filesystem=where["storage_filesystem"])
+    except OSError as exc:  # an unreachable object store, missing credentials, ...
+        raise StorageError(f"cannot read the study storage {exp_path}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -272,25 +300,25 @@ class TuneSegment:
     samples: int
 
 
-def study_segments(study_dir: Path) -> list[TuneSegment]:
+def study_segments(study_dir: StoragePath | str | Path) -> list[TuneSegment]:
     """The study's Tune experiments in order ([] for a new study). A study written before segments
     existed has its one experiment in ``tune/`` with the samples of its study.yaml."""
+    study_dir = as_storage(study_dir)
     record = study_dir / SEGMENTS_FILE
     if record.exists():
         return [TuneSegment(str(s["name"]), int(s["samples"])) for s in json.loads(record.read_text())["segments"]]
     stored = study_dir / STUDY_FILE
-    if stored.exists() and tune.Tuner.can_restore(str(study_dir / TUNE_DIR)):
+    if stored.exists() and _can_restore(study_dir / TUNE_DIR):
         data = yaml.safe_load(stored.read_text()) or {}
         samples = data.get("num_samples")
         return [TuneSegment(TUNE_DIR, int(samples if samples is not None else default_samples(str(data.get("searcher")))))]
     return []
 
 
-def _write_segments(study_dir: Path, segments: list[TuneSegment]) -> None:
-    path = study_dir / SEGMENTS_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"segments": [{"name": s.name, "samples": s.samples} for s in segments]}, indent=1))
-    tmp.replace(path)
+def _write_segments(study_dir: StoragePath, segments: list[TuneSegment]) -> None:
+    # One write_text: atomic on object stores; `StoragePath.write_text` replaces a local file atomically too.
+    (study_dir / SEGMENTS_FILE).write_text(
+        json.dumps({"segments": [{"name": s.name, "samples": s.samples} for s in segments]}, indent=1))
 
 
 def _segment_seed(seed: int, index: int) -> int:
@@ -352,12 +380,48 @@ def uses_asha(spec: StudySpec) -> bool:
     return bool(spec.early_stopping) and _grace_period(spec) < spec.max_epochs()
 
 
+def _optuna_storage_for(spec: StudySpec, study_dir: StoragePath, given: str | None, restoring: bool) -> str | None:
+    """The Optuna storage of the study (None for a grid study), checked before any cluster work.
+
+    Default: SQLite in a local study folder. A study on remote storage must name one (the searcher runs in
+    the driver, so e.g. a driver-local sqlite:////... or journal:PATH works, as does a database server).
+    A resumed study keeps the storage it started with (Tune restores its searcher, storage included)."""
+    if spec.searcher != "optuna":
+        if given:
+            raise StudyError(f"--optuna-storage: study {spec.name!r} uses the {spec.searcher} searcher, "
+                             "which has no Optuna study")
+        return None
+    url = check_optuna_storage(given) if given else None
+    if restoring:
+        recorded = recorded_optuna_storage(study_dir)
+        if recorded is None and study_dir.local:  # a study from before optuna.json: the default
+            recorded = optuna_storage_url(study_dir)
+        if recorded is not None:
+            if url is None:
+                if "***" in recorded:
+                    raise StudyError(f"study {spec.name!r} was started with --optuna-storage {recorded}; pass it "
+                                     "again to resume (its password is not stored)")
+                return recorded
+            if mask_password(url) != recorded:
+                raise StudyError(f"study {spec.name!r} was started with --optuna-storage {recorded}; resume it "
+                                 f"with that storage, not {mask_password(url)}")
+            return url
+    if url is not None:
+        return url
+    if study_dir.local:
+        return optuna_storage_url(study_dir)
+    raise StudyError(f"study {spec.name!r} is stored in {study_dir}, which is not a local folder, so its Optuna "
+                     "study cannot default to optuna.db there: pass --optuna-storage (the searcher runs on the "
+                     "driver: sqlite:////path/on/this/machine/optuna.db, journal:/shared/optuna.log, or "
+                     "postgresql://user@host/db)")
+
+
 def _trainable(ctx: _TrialContext, driver: dict) -> Any:
     return tune.with_resources(tune.with_parameters(yolox_trial, ctx=ctx), driver)
 
 
-def _new_tuner(spec: StudySpec, trainable: Any, study_dir: Path, segment: TuneSegment, index: int,
-               concurrency: int, driver: dict) -> Any:
+def _new_tuner(spec: StudySpec, trainable: Any, study_dir: StoragePath, segment: TuneSegment, index: int,
+               concurrency: int, driver: dict, optuna_storage: Any = None) -> Any:
     """A Tuner for a segment that has no restorable experiment yet."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
@@ -369,7 +433,7 @@ def _new_tuner(spec: StudySpec, trainable: Any, study_dir: Path, segment: TuneSe
         sampler_kwargs: dict[str, Any] = {"seed": _segment_seed(spec.seed, index)}
         if spec.startup_trials is not None:
             sampler_kwargs["n_startup_trials"] = spec.startup_trials
-        storage = optuna.storages.RDBStorage(optuna_storage_url(study_dir))
+        storage = optuna_storage
         # Warm start: the first trial is the base config's values (the official defaults), unless the
         # Optuna study already has trials (a grown or restarted study keeps its own first trial).
         existing = [s for s in optuna.get_all_study_summaries(storage) if s.study_name == spec.name]
@@ -395,17 +459,19 @@ def _new_tuner(spec: StudySpec, trainable: Any, study_dir: Path, segment: TuneSe
                                   num_samples=segment.samples, search_alg=searcher, scheduler=scheduler,
                                   reuse_actors=False)
     trials = spec.total_trials() // spec.samples * segment.samples
-    callback = StudyCallback(spec.name, str(study_dir), trials, spec.metric, spec.mode, max_t,
+    callback = StudyCallback(spec.name, study_dir, trials, spec.metric, spec.mode, max_t,
                              workers=spec.workers, cpus_per_worker=spec.cpus_per_worker,
                              gpus_per_worker=spec.gpus_per_worker, driver=driver, shown=spec.costs)
-    run_config = tune.RunConfig(name=segment.name, storage_path=str(study_dir), verbose=0, callbacks=[callback],
+    run_config = tune.RunConfig(name=segment.name, **ray_storage(study_dir), verbose=0, callbacks=[callback],
                                 failure_config=tune.FailureConfig(max_failures=spec.trial_retries))
     return tune.Tuner(trainable, param_space=param_space(spec), tune_config=tune_config, run_config=run_config)
 
 
-def run_study(spec: StudySpec, *, address: str | None = None, storage_root: str | Path = DEFAULT_STUDIES_ROOT,
+def run_study(spec: StudySpec, *, address: str | None = None,
+              storage_root: str | Path | StoragePath = DEFAULT_STUDIES_ROOT,
               tracking_uri: str | None = None, mlruns: str | Path = "mlruns", resume: bool = False,
-              num_cpus: int | None = None, ray_temp_dir: str | None = None) -> StudyResult:
+              num_cpus: int | None = None, ray_temp_dir: str | None = None,
+              optuna_storage: str | None = None) -> StudyResult:
     """Run (or continue, or grow) `spec` and return its trials and best result.
 
     Runs on the Ray cluster this process is already connected to, else on `address`, else on a
@@ -420,6 +486,8 @@ def run_study(spec: StudySpec, *, address: str | None = None, storage_root: str 
     On a multi-node cluster the local server listens on the driver's node IP, authenticated (see
     `tracking.tracking_session`); a loopback `tracking_uri` is refused. The trials get the driver's
     MLflow credential (`tracking.current_auth`), if any.
+    `storage_root` may be a storage URI (s3://, gs://, ...); before any trial a Ray task on every other
+    node reads a token the driver wrote there (`storage_check`). `optuna_storage`: see `study_paths`.
     """
     import logging
 
@@ -435,6 +503,8 @@ def run_study(spec: StudySpec, *, address: str | None = None, storage_root: str 
         check_resume(spec, yaml.safe_load((study_dir / STUDY_FILE).read_text()) or {}, study_dir)
     elif resume:
         raise StudyError(f"nothing to resume in {study_dir} (no Tune experiment at {study_dir / TUNE_DIR})")
+    optuna_url = _optuna_storage_for(spec, study_dir, optuna_storage, existing)
+    optuna_store = open_optuna_storage(optuna_url) if optuna_url else None  # reachable before Ray starts
     covered = sum(s.samples for s in segments)
     grown = existing and spec.samples > covered
     if spec.samples > covered:  # a new study, or more samples for an existing one
@@ -453,10 +523,15 @@ def run_study(spec: StudySpec, *, address: str | None = None, storage_root: str 
         driver, concurrency = _trial_resources(spec, fixed_cluster=started_ray and address is None)
         if uses_asha(spec) and not state_api_reachable():
             print(f"[{spec.name}] {STATE_API_WARNING}", flush=True)
-        study_dir.mkdir(parents=True, exist_ok=True)
+        study_dir.mkdir()
+        from yolox_ray.cluster.storage_check import check_storage_visible
+
+        check_storage_visible(study_dir)  # a driver-only folder stops here, naming the node
         if not existing or grown:  # study.yaml first: a resume after a kill here grows again from it
-            dump_study(spec, study_dir / STUDY_FILE)
+            (study_dir / STUDY_FILE).write_text(dump_study(spec))
             _write_segments(study_dir, segments)
+        if optuna_url and recorded_optuna_storage(study_dir) is None:
+            record_optuna_storage(study_dir, optuna_url, spec.name)
         with tracking.tracking_session(tracking_uri, mlruns) as uri:
             study_run = tracking.ensure_study_run(
                 uri, study=spec.name, study_dir=study_dir, experiment_name=spec.experiment,
@@ -464,7 +539,7 @@ def run_study(spec: StudySpec, *, address: str | None = None, storage_root: str 
                       "preset": spec.preset_name(spec.rows[0] if len(spec.rows) == 1 else None),
                       "num_trials": spec.total_trials(), "paper_reference": spec.paper_reference,
                       "early_stop": spec.early_stopping, "study_dir": str(study_dir),
-                      "optuna_storage": optuna_storage_url(study_dir) if spec.searcher == "optuna" else None,
+                      "optuna_storage": mask_password(optuna_url) if optuna_url else None,
                       "optuna_study": spec.name if spec.searcher == "optuna" else None,
                       "objectives": ",".join(spec.objectives) or None,
                       "objective_modes": ",".join(spec.objective_modes()) if spec.objectives else None})
@@ -472,28 +547,29 @@ def run_study(spec: StudySpec, *, address: str | None = None, storage_root: str 
                 client = tracking.client_for(uri)
                 client.log_text(study_run.run_id, dump_study(spec), STUDY_FILE)
                 client.set_tag(study_run.run_id, "num_trials", str(spec.total_trials()))
-            ctx = _TrialContext(spec=spec, study_run=study_run, train_storage=str(study_dir / "train_runs"),
-                                study_dir=str(study_dir), auth=tracking.current_auth())
+            ctx = _TrialContext(spec=spec, study_run=study_run, train_storage=study_dir / "train_runs",
+                                study_dir=study_dir, auth=tracking.current_auth())
             trainable = _trainable(ctx, driver)
             results: list[Any] = []
             for index, segment in enumerate(segments):
                 exp_path = study_dir / segment.name
-                if tune.Tuner.can_restore(str(exp_path)):
+                if _can_restore(exp_path):
                     print(f"[{spec.name}] resuming the study in {study_dir}"
                           + (f" ({segment.name}/)" if len(segments) > 1 else ""), flush=True)
-                    tuner = tune.Tuner.restore(str(exp_path), trainable=trainable, resume_unfinished=True,
-                                               resume_errored=True)
+                    where = ray_storage(exp_path)
+                    tuner = tune.Tuner.restore(where["storage_path"], trainable=trainable, resume_unfinished=True,
+                                               resume_errored=True, storage_filesystem=where["storage_filesystem"])
                 else:
                     if index > 0:
                         print(f"[{spec.name}] growing the study to {spec.samples} samples: {segment.samples} "
                               f"more in {exp_path} (the Optuna study continues)", flush=True)
-                    tuner = _new_tuner(spec, trainable, study_dir, segment, index, concurrency, driver)
+                    tuner = _new_tuner(spec, trainable, study_dir, segment, index, concurrency, driver, optuna_store)
                 try:
                     results.extend(tuner.fit())
                 except BaseException:
                     tracking.finish_run(uri, study_run.run_id, "KILLED")
                     raise
-            result = _collect(spec, results, study_dir, study_run)
+            result = _collect(spec, results, study_dir, study_run, optuna_url)
             _finish_parent(result, study_run)
             return result
     finally:
@@ -501,7 +577,8 @@ def run_study(spec: StudySpec, *, address: str | None = None, storage_root: str 
             ray.shutdown()
 
 
-def _collect(spec: StudySpec, grid: list[Any], study_dir: Path, study_run: tracking.StudyRun) -> StudyResult:
+def _collect(spec: StudySpec, grid: list[Any], study_dir: StoragePath, study_run: tracking.StudyRun,
+             optuna_url: str | None = None) -> StudyResult:
     children: dict[str, Any] = {}
     stale = []
     for run in sorted(tracking.child_runs(study_run.tracking_uri, study_run.experiment_id, study_run.run_id),
@@ -551,7 +628,8 @@ def _collect(spec: StudySpec, grid: list[Any], study_dir: Path, study_run: track
     result = StudyResult(name=spec.name, study_dir=study_dir, metric=spec.metric, mode=spec.mode,
                          trials=tuple(records), best=best, best_config=best_config,
                          tracking_uri=study_run.tracking_uri, experiment_id=study_run.experiment_id,
-                         parent_run_id=study_run.run_id, objectives=spec.objectives, pareto=pareto)
+                         parent_run_id=study_run.run_id, objectives=spec.objectives, pareto=pareto,
+                         outputs_dir=outputs_dir_for(study_dir), optuna_storage=optuna_url)
     (study_dir / "trials.json").write_text(json.dumps(
         {"study": spec.name, "metric": spec.metric, "mode": spec.mode, "parent_run_id": study_run.run_id,
          "experiment_id": study_run.experiment_id,
