@@ -177,7 +177,7 @@ def test_study_on_s3_with_journal_storage_runs_and_resumes(s3, server, ray_clust
     assert any(k.startswith(f"{prefix}train_runs/trial_{trial_id}/epoch_") and k.endswith("/checkpoint.pt")
                for k in stored), stored
     assert any(k.startswith(prefix + "tune/") for k in stored), stored
-    assert not any(".storage_check/" in k for k in stored)  # the token is removed again
+    assert not any(".storage_check" in k for k in stored)  # the token is removed again
     body = client.get_object(Bucket=BUCKET, Key=prefix + "trials.json")["Body"].read()
     assert [t["trial_id"] for t in json.loads(body)["trials"]] == [trial_id]
     assert json.loads(client.get_object(Bucket=BUCKET, Key=prefix + "optuna.json")["Body"].read())["storage"] == \

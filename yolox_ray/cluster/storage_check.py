@@ -14,7 +14,7 @@ from typing import Any
 
 from yolox_ray.storage import StoragePath
 
-CHECK_DIR = ".storage_check"
+CHECK_PREFIX = ".storage_check_"
 
 
 def _read_token(marker: StoragePath) -> tuple[str, str | None, str | None]:
@@ -39,7 +39,7 @@ def check_storage_visible(storage: StoragePath, *, timeout_s: float = 120.0) -> 
     from yolox_ray.storage import StorageError
 
     token = secrets.token_hex(8)
-    marker = storage / CHECK_DIR / f"{token}.txt"
+    marker = storage / f"{CHECK_PREFIX}{token}"
     marker.write_text(token)  # StorageError when the driver cannot write there
     try:
         here = ray.get_runtime_context().get_node_id()
