@@ -504,6 +504,8 @@ def run_study(spec: StudySpec, *, address: str | None = None,
     elif resume:
         raise StudyError(f"nothing to resume in {study_dir} (no Tune experiment at {study_dir / TUNE_DIR})")
     optuna_url = _optuna_storage_for(spec, study_dir, optuna_storage, existing)
+    if optuna_url and study_dir.local:
+        study_dir.mkdir()  # the default optuna.db lives in it
     optuna_store = open_optuna_storage(optuna_url) if optuna_url else None  # reachable before Ray starts
     covered = sum(s.samples for s in segments)
     grown = existing and spec.samples > covered
