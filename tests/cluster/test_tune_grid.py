@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -80,7 +81,7 @@ def test_a_failing_trial_does_not_stop_the_others(server, ray_cluster, tmp_path,
     m = re.fullmatch(r"\[grid_fail\] trial (\S+) failed: (.*) \(log: (.*)\)", lines[0])
     assert m and m.group(1) == bad_id and "instances_train2017.json" in m.group(2), lines[0]
     log = Path(m.group(3))
-    assert log == result.study_dir / "logs" / f"trial_{bad_id}.log"
+    assert log == result.study_dir.local_path / "logs" / f"trial_{bad_id}.log"
     text = log.read_text()
     # The bad annotation file fails the trial's own data check, before any Train worker starts: the log
     # holds the error as the study driver got it (the worker part is checked on the good trial below and
@@ -104,6 +105,43 @@ def test_an_existing_cluster_too_small_now_is_not_an_error(ray_cluster, capsys):
     small = StudySpec(name="small", searcher="grid", preset="yolox_nano", overrides=TINY, seeds=(0, 1, 2),
                       rows=(StudyRow("simota"),), workers=1, cpus_per_worker=1, max_concurrent=3)
     assert _trial_resources(small, fixed_cluster=True) == ({"trial_slot": 1}, 2)  # 2 slots, 2 CPUs
+
+
+def test_progress_counts_trials_waiting_for_resources(ray_cluster):
+    """The progress line of a cluster short of resources right now: a started trial whose Train
+    workers' placement group is pending, and a queued trial whose driver cannot get a trial slot, are
+    counted as waiting (not running), with what a trial needs and what is free. Ray's placement groups
+    and resources are real; the two trials stand in for Tune's (status and last result only)."""
+    import io
+    from types import SimpleNamespace
+
+    import ray
+
+    from yolox_ray.cluster.progress import StudyCallback
+
+    out = io.StringIO()
+    callback = StudyCallback("short", "/nonexistent", 3, "AP", "max", 2, stream=out, workers=1, cpus_per_worker=3,
+                             driver={"trial_slot": 1})
+    started = SimpleNamespace(trial_id="t1", status="RUNNING", last_result={}, config={})
+    queued = SimpleNamespace(trial_id="t2", status="PENDING", last_result={}, config={})
+    slots = ray.util.placement_group([{"trial_slot": 1}] * 2)  # both slots taken: drivers cannot start
+    workers = ray.util.placement_group([{"CPU": 3}])  # more CPUs than the cluster has: stays pending
+    try:
+        assert slots.wait(timeout_seconds=60)
+        callback._progress([started, queued])
+        line = out.getvalue().strip().splitlines()[-1]
+        assert line.startswith("[short] trials: 0 running, 2 waiting for resources (a trial needs 3 CPU + 1 trial_slot;"), line
+        assert "0/2 trial_slot" in line and "/2 CPU" in line and line.endswith("0 done, 0 failed (of 3)"), line
+    finally:
+        ray.util.remove_placement_group(workers)
+        ray.util.remove_placement_group(slots)
+    # Resources back: the same trials are no longer waiting.
+    deadline = time.monotonic() + 60
+    while ray.available_resources().get("trial_slot", 0) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    started.last_result = {"epoch": 1}
+    callback._progress([started, queued])
+    assert out.getvalue().strip().splitlines()[-1] == "[short] trials: 1 running, 0 done, 0 failed (of 3)"
 
 
 def test_state_api_check_tells_a_cluster_without_dashboard(ray_cluster):
@@ -157,9 +195,20 @@ def test_trials_log_through_an_authenticated_server_without_exposing_the_passwor
     assert child.info.status == "FINISHED"
     assert child.data.params.get("assign.assigner") and len(child.data.params) > 20  # rank 0 logged
     assert "AP" in child.data.metrics and child.data.metrics["epoch"] == 2
+    # The trial logged as the study's own user, which may edit the study's experiment and nothing else.
+    assert child.data.tags["tracking_user"] == "study-grid_auth"
+    from mlflow.server.auth.client import AuthServiceClient
+
+    with tracking.authenticated(auth_server.auth):
+        admin = AuthServiceClient(auth_server.uri)
+        grant = admin.get_user_permission("study-grid_auth", "experiment", result.experiment_id)
+        other = tracking.client_for(auth_server.uri).create_experiment(f"not-grid_auth-{tmp_path.name}")
+        elsewhere = admin.get_user_permission("study-grid_auth", "experiment", other)
+    assert grant.permission == "EDIT", grant.to_json()
+    assert elsewhere.permission == "NO_PERMISSIONS", elsewhere.to_json()
     for run in runs:
         for key, value in {**run.data.params, **run.data.tags}.items():
             assert password not in key and password not in value, key
     assert password not in out.getvalue()
-    leaked = [p for p in result.study_dir.rglob("*") if p.is_file() and password.encode() in p.read_bytes()]
+    leaked = [p for p in result.study_dir.local_path.rglob("*") if p.is_file() and password.encode() in p.read_bytes()]
     assert not leaked

@@ -29,8 +29,10 @@ The credential travels as a `TrackingAuth`, whose repr/str hide the password: th
 clients read it from ``MLFLOW_TRACKING_USERNAME/PASSWORD`` set for the session (`authenticated`); a
 Tune trial gets it in its pickled context and a Train worker in its loop config, and each sets it in
 its own process (`apply_auth`). It is never printed, logged as a param/tag, or written elsewhere. The
-credential belongs to the store's auth database, so every study served from one store (and a resumed
-study) uses the same one. Basic auth over plain HTTP: on a network you do not trust, use
+admin credential belongs to the store's auth database and stays with the driver. A study's trials get
+a credential of their own (`study_credential`): the user ``study-<name>``, allowed to edit the study's
+experiment only (NO_PERMISSIONS elsewhere), with a fresh random password each time a driver starts or
+resumes the study (set by the admin, held in memory only, so nothing stores it). Basic auth over plain HTTP: on a network you do not trust, use
 ``--tracking-uri`` of an https server. A loopback ``--tracking-uri`` with such a cluster is refused
 before any trial starts, and every trial checks its tracking URI and credential at start
 (`check_reachable`), naming the URI and its node.
@@ -97,6 +99,7 @@ LOCAL_HOST = "127.0.0.1"
 AUTH_DIR = "auth"  # under the store root: MLflow's basic-auth config and database (owner-only)
 AUTH_CONFIG = "basic_auth.ini"
 AUTH_USER = "yolox-ray"
+STUDY_USER_PREFIX = "study-"  # + the study name: the MLflow user a study's trials log as
 _CRED_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 STUDY_RUN_FILE = "mlflow.json"
 # The AP of the best checkpoint uploaded so far (`checkpoints/best_ckpt.pth`).
@@ -222,6 +225,40 @@ def authenticated(auth: TrackingAuth | None) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def study_credential(tracking_uri: str, study: str, experiment_id: str, out: Any = None) -> TrackingAuth | None:
+    """The credential a study's trials log with: user ``study-<study>`` with EDIT on `experiment_id` only
+    and a new random password (the previous one stops working), made with this process's credential.
+
+    None without a credential (an open server: nothing to hand on). When this process's user cannot
+    manage users (not the server's admin, or a server without MLflow's basic-auth app), the trials get
+    this process's own credential, and one line says so."""
+    admin = current_auth()
+    if admin is None:
+        return None
+    from mlflow.exceptions import MlflowException
+    from mlflow.server.auth.client import AuthServiceClient
+
+    client = AuthServiceClient(tracking_uri)
+    user, password = f"{STUDY_USER_PREFIX}{study}", secrets.token_urlsafe(32)
+    try:
+        try:
+            client.create_user(user, password)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            client.update_user_password(user, password)
+        try:
+            client.grant_user_permission(user, "experiment", experiment_id, "EDIT")
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+    except MlflowException as exc:
+        print(f"[{study}] the trials log as {admin.username}: that user cannot create a per-study user on "
+              f"{tracking_uri} ({exc.error_code})", file=out or sys.stdout, flush=True)
+        return admin
+    return TrackingAuth(user, password)
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -178,6 +178,7 @@ def yolox_trial(config: dict, ctx: _TrialContext) -> None:
     tracking.check_reachable(ctx.study_run.tracking_uri, f"trial {trial_id}")
     cfg = spec.trial_config(config)
     tags = trial_tags(spec, config, cfg)
+    tags["tracking_user"] = ctx.auth.username if ctx.auth else None  # the user name only, never the password
     label = "-".join(str(x) for x in (tags["row"], f"s{cfg.train.seed}" if spec.seeds else None) if x) or "trial"
     run_id = tracking.ensure_trial_run(ctx.study_run, trial_id, run_name=f"{label}-{trial_id}", tags=tags)
     start = time.perf_counter()
@@ -484,8 +485,8 @@ def run_study(spec: StudySpec, *, address: str | None = None,
     same Optuna study and MLflow parent run, and study.yaml is updated.
     `resume=True` additionally requires that there is something to continue.
     On a multi-node cluster the local server listens on the driver's node IP, authenticated (see
-    `tracking.tracking_session`); a loopback `tracking_uri` is refused. The trials get the driver's
-    MLflow credential (`tracking.current_auth`), if any.
+    `tracking.tracking_session`); a loopback `tracking_uri` is refused. On an authenticated server the
+    trials log as the study's own MLflow user (`tracking.study_credential`).
     `storage_root` may be a storage URI (s3://, gs://, ...); before any trial a Ray task on every other
     node reads a token the driver wrote there (`storage_check`). `optuna_storage`: see `study_paths`.
     """
@@ -549,8 +550,10 @@ def run_study(spec: StudySpec, *, address: str | None = None,
                 client = tracking.client_for(uri)
                 client.log_text(study_run.run_id, dump_study(spec), STUDY_FILE)
                 client.set_tag(study_run.run_id, "num_trials", str(spec.total_trials()))
+            # The trials log as the study's own MLflow user where the server is authenticated.
+            trial_auth = tracking.study_credential(uri, spec.name, study_run.experiment_id)
             ctx = _TrialContext(spec=spec, study_run=study_run, train_storage=study_dir / "train_runs",
-                                study_dir=study_dir, auth=tracking.current_auth())
+                                study_dir=study_dir, auth=trial_auth)
             trainable = _trainable(ctx, driver)
             results: list[Any] = []
             for index, segment in enumerate(segments):
