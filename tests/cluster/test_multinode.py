@@ -1,8 +1,10 @@
 """The quick ablation study on a real two-node Ray cluster (see `two_node.py`): the head and a worker
 node in separate network namespaces (no shared loopback), the filesystem shared like NFS.
 
-The study script runs from the head's namespace with `--address`; the head has no CPUs, so every
-Train worker runs on the worker node, and the trial drivers (a `trial_slot` resource) on the head.
+The study script is submitted as the README's cluster section does: `ray job submit --address
+http://HEAD_IP:8265 --working-dir . -- python studies/ablation_table.py --address auto ...`, from the
+head's namespace (the job's driver runs on the head). The head has no CPUs, so every Train worker runs
+on the worker node, and the trial drivers (a `trial_slot` resource) on the head.
 It checks what breaks off the driver's node: tracking (the local MLflow server must listen on the
 head's node IP with authentication, refuse unauthenticated requests, and rank 0 on the worker node,
 handed the credential, logs params and AP into it; the password is printed nowhere), shared storage (the
@@ -67,7 +69,7 @@ def two_nodes(request):
 
     request.addfinalizer(cleanup)
     cluster.create_network()
-    cluster.start_head({"trial_slot": 2})
+    cluster.start_head({"trial_slot": 2}, dashboard=True)  # its job server takes the study
     cluster.start_worker(num_cpus=2)
     cluster.wait_nodes(2)
     return cluster
@@ -95,7 +97,11 @@ def test_ablation_study_on_two_nodes_survives_a_lost_worker_node(two_nodes, tmp_
     cluster = two_nodes
     out, mlruns, log = tmp_path / "out", tmp_path / "mlruns", tmp_path / "study.log"
     study = out / "abl-2n"
-    cmd = [sys.executable, str(ROOT / "studies" / "ablation_table.py"), "--address", cluster.address,
+    from two_node import DASHBOARD_PORT, RAY
+
+    # The README's job command (the checkout as the working dir, `.rayignore` keeps .git out of it).
+    cmd = [RAY, "job", "submit", "--address", f"http://{cluster.head_ip}:{DASHBOARD_PORT}", "--working-dir",
+           str(ROOT), "--", sys.executable, "studies/ablation_table.py", "--address", "auto",
            "--epochs", str(EPOCHS), "--rows", ",".join(ROWS), "--name", "abl-2n", "--out", str(out),
            "--mlruns", str(mlruns), *_tiny(tmp_path / "data")]
     proc = cluster.popen(cluster.head_ns, cmd, log)
@@ -125,6 +131,7 @@ def test_ablation_study_on_two_nodes_survives_a_lost_worker_node(two_nodes, tmp_
         raise AssertionError(f"the study did not finish:\n{log.read_text(errors='replace')[-6000:]}\n{cluster.logs()}")
     printed = log.read_text(errors="replace")
     assert rc == 0, printed[-6000:] + cluster.logs()
+    assert re.search(r"Job 'raysubmit_\w+' succeeded", printed), printed[-3000:]
     # The local server listened on the head's node address (not loopback), authenticated: the worker node
     # reached it with the credential it was handed, which no line of the study's output shows.
     assert f"MLflow tracking server for the cluster: http://{cluster.head_ip}:" in printed

@@ -200,3 +200,32 @@ def test_build_table_mean_std_deltas_and_failures():
     assert float(parsed[1]["paper_ap"]) == 39.6 and parsed[0]["commit"] == "abc123"
     with pytest.raises(ValueError, match="not in the table"):
         build_table(rows, [TrialResult("simota", 0, 0.3, 0.5)])
+
+
+def test_adding_a_row_is_one_entry_in_the_roadmap_list(monkeypatch):
+    """A new step between two rows: its config is the row above plus its overrides, the rows below it
+    inherit it, and the table has a line for it (no paper value: it is not a Table 2 row)."""
+    from yolox_ray import ablation
+
+    new = ablation.RoadmapStep("no_flip", "+no flip", {"data.flip_prob": 0.0}, "a made-up step for this test")
+    steps = list(ablation.ROADMAP_STEPS)
+    steps.insert([s.key for s in steps].index("strong_augmentation"), new)
+    monkeypatch.setattr(ablation, "ROADMAP_STEPS", tuple(steps))
+
+    rows = ablation_rows("quick", epochs=2)
+    keys = [r.key for r in rows]
+    assert keys == ["yolov3_baseline", "decoupled_head", "no_flip", "strong_augmentation", "anchor_free",
+                    "multi_positives", "simota"]
+    by_key = {r.key: r.config for r in rows}
+    assert by_key["decoupled_head"].data.flip_prob > 0
+    assert by_key["no_flip"].data.flip_prob == 0.0 and by_key["simota"].data.flip_prob == 0.0
+    flat_above, flat_new = to_flat_dict(by_key["decoupled_head"]), to_flat_dict(by_key["no_flip"])
+    recipe = set(scale_spec("quick").row_overrides.get("decoupled_head", {}))  # that row's own lr (not inherited)
+    assert {k for k in flat_new if flat_new[k] != flat_above[k]} - recipe == {"name", "data.flip_prob"}
+
+    table = build_table(rows, [TrialResult(k, 0, 0.1 * (i + 1), 0.2) for i, k in enumerate(keys)])
+    assert [r.key for r in table] == keys
+    line = next(r for r in table if r.key == "no_flip")
+    assert line.label == "+no flip" and line.ap_mean == pytest.approx(30.0) and line.delta == pytest.approx(10.0)
+    assert line.paper_ap is None or line.paper_ap != line.paper_ap  # no paper value (None or NaN)
+    assert "| +no flip |" in table_markdown(table, {"preset": "quick"})

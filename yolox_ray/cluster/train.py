@@ -179,8 +179,8 @@ class RetryingTrainer:
     """A TorchTrainer whose `fit()` retries crashes but not deterministic errors.
 
     Ray Train's FailureConfig retries every worker error alike, so Ray's own retries are off
-    (`max_failures=0`) and `fit()` retries here: after a crash (a killed worker, a lost node) a
-    fresh TorchTrainer with the same run name resumes from the latest checkpoint, up to
+    (`max_failures=0`) and `fit()` retries here: after a crash (a killed worker, a lost node, a dead
+    Train controller actor) a fresh TorchTrainer with the same run name resumes from the latest checkpoint, up to
     `max_failures` times (-1: forever); a DeterministicError raises DeterministicTrainingError at once.
     `attempts`: how many times the run was started by the last `fit()`.
     """
@@ -193,6 +193,7 @@ class RetryingTrainer:
         self.attempts = 0
 
     def fit(self):
+        from ray.exceptions import RayActorError
         from ray.train import TrainingFailedError
 
         self.attempts = 0
@@ -201,8 +202,9 @@ class RetryingTrainer:
             trainer, self.trainer = self.trainer, None
             try:
                 return (trainer or self._factory()).fit()
-            except TrainingFailedError as exc:
-                reason = deterministic_reason(exc)
+            except (TrainingFailedError, RayActorError) as exc:
+                # RayActorError: Train's controller actor itself died (its process or node was lost), a crash.
+                reason = deterministic_reason(exc) if isinstance(exc, TrainingFailedError) else None
                 if reason is not None:
                     raise DeterministicTrainingError(f"{reason} (a deterministic error: not retried)") from None
                 if self.max_failures != -1 and self.attempts > self.max_failures:

@@ -49,9 +49,12 @@ parameter importances (`yolox_ray.report.optuna_importances`) leave them out.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -417,6 +420,25 @@ def _optuna_storage_for(spec: StudySpec, study_dir: StoragePath, given: str | No
                      "postgresql://user@host/db)")
 
 
+@contextlib.contextmanager
+def _stable_cwd():
+    """Run Tune from a folder that outlives it. Tune lists its experiment folder at the end with paths made
+    absolute against the current folder, and the driver of a `ray job submit --working-dir` job runs in
+    the job's unpacked package, which Ray can delete and unpack again while the job runs (found by the
+    two-node test: every trial done, then FileNotFoundError from os.getcwd). Every path the study hands
+    Tune is absolute, so the folder changes nothing else; the previous one is restored if it exists."""
+    try:
+        before: str | None = os.getcwd()
+    except FileNotFoundError:
+        before = None
+    os.chdir(tempfile.gettempdir())
+    try:
+        yield
+    finally:
+        if before is not None and os.path.isdir(before):
+            os.chdir(before)
+
+
 def _trainable(ctx: _TrialContext, driver: dict) -> Any:
     return tune.with_resources(tune.with_parameters(yolox_trial, ctx=ctx), driver)
 
@@ -570,7 +592,8 @@ def run_study(spec: StudySpec, *, address: str | None = None,
                               f"more in {exp_path} (the Optuna study continues)", flush=True)
                     tuner = _new_tuner(spec, trainable, study_dir, segment, index, concurrency, driver, optuna_store)
                 try:
-                    results.extend(tuner.fit())
+                    with _stable_cwd():
+                        results.extend(tuner.fit())
                 except BaseException:
                     tracking.finish_run(uri, study_run.run_id, "KILLED")
                     raise
