@@ -11,6 +11,7 @@ import sys
 
 from yolox_ray.config import ConfigError
 from yolox_ray.metrics import MODEL_COST_KEYS
+from yolox_ray.study_cli import add_optuna_storage_arg
 
 
 def _add_cluster_args(p: argparse.ArgumentParser) -> None:
@@ -91,9 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "changes it, e.g. model.width")
     p.add_argument("--out", default=None, help="studies root: a folder (default ./studies_out) or a storage URI "
                                                "(s3://bucket/studies, gs://..., any pyarrow filesystem URI)")
-    p.add_argument("--optuna-storage", default=None,
-                   help="the Optuna study's storage: an RDB URL (sqlite:////abs/optuna.db, postgresql://user@host/db) "
-                        "or journal:PATH (a JournalStorage log file); default: optuna.db in a local study folder")
+    add_optuna_storage_arg(p)
     _add_cluster_args(p)
     p.add_argument("overrides", nargs="*")
 

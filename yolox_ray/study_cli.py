@@ -21,6 +21,13 @@ from yolox_ray.study_paths import DEFAULT_STUDIES_ROOT
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
+def add_optuna_storage_arg(p: argparse.ArgumentParser) -> None:
+    """--optuna-storage, shared by `yolox-ray tune` and the study scripts (see `study_paths`)."""
+    p.add_argument("--optuna-storage", default=None,
+                   help="the Optuna study's storage: an RDB URL (sqlite:////abs/optuna.db, postgresql://user@host/db) "
+                        "or journal:PATH (a JournalStorage log file); default: optuna.db in a local study folder")
+
+
 def add_study_args(p: argparse.ArgumentParser, *, name_help: str, max_concurrent: int | None = 2,
                    max_concurrent_help: str | None = None) -> None:
     """--data --epochs --address --workers --gpus/cpus-per-worker --max-concurrent --out --name
@@ -36,9 +43,7 @@ def add_study_args(p: argparse.ArgumentParser, *, name_help: str, max_concurrent
                                                 "trials at once (default: as many as the cluster fits)"))
     p.add_argument("--out", default=DEFAULT_STUDIES_ROOT,
                    help="studies folder or storage URI (s3://bucket/studies, gs://...); shared storage on a cluster")
-    p.add_argument("--optuna-storage", default=None,
-                   help="Optuna searches: an RDB URL (sqlite:////abs/optuna.db, postgresql://user@host/db) or "
-                        "journal:PATH; default: optuna.db in a local study folder")
+    add_optuna_storage_arg(p)
     p.add_argument("--name", default=None, help=name_help)
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow server; default: a local one over --mlruns (on 127.0.0.1, or with authentication "

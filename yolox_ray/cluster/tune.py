@@ -253,8 +253,11 @@ class StudyResult:
     parent_run_id: str
     objectives: tuple[str, ...] = ()  # empty: single-objective on `metric`
     pareto: tuple[TrialRecord, ...] = ()  # the finished trials no other finished trial dominates
-    outputs_dir: Path | None = None  # see above (always set by run_study)
     optuna_storage: str | None = None  # the Optuna storage URL / journal:PATH (optuna searcher only)
+
+    @property
+    def outputs_dir(self) -> Path:
+        return outputs_dir_for(self.study_dir)
 
     @property
     def num_failed(self) -> int:
@@ -657,7 +660,7 @@ def _collect(spec: StudySpec, grid: list[Any], study_dir: StoragePath, study_run
                          trials=tuple(records), best=best, best_config=best_config,
                          tracking_uri=study_run.tracking_uri, experiment_id=study_run.experiment_id,
                          parent_run_id=study_run.run_id, objectives=spec.objectives, pareto=pareto,
-                         outputs_dir=outputs_dir_for(study_dir), optuna_storage=optuna_url)
+                         optuna_storage=optuna_url)
     (study_dir / "trials.json").write_text(json.dumps(
         {"study": spec.name, "metric": spec.metric, "mode": spec.mode, "parent_run_id": study_run.run_id,
          "experiment_id": study_run.experiment_id,
