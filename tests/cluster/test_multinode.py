@@ -35,7 +35,10 @@ from two_node import TwoNodes, netns_unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = ("yolov3_baseline", "simota")
-EPOCHS = 2
+# An epoch of the tiny budget takes about a second, and the first checkpoint is only noticed by
+# polling: with 2 epochs a fast machine finished both trials before the kill (CI, 2026-12-02), so
+# there are enough epochs left after the first checkpoint for the kill to land mid-trial.
+EPOCHS = 6
 
 
 def _tiny(cache: Path) -> list[str]:
@@ -87,7 +90,7 @@ def _wait_for(pred, timeout_s: float, what: str, proc: subprocess.Popen, cluster
             return
         if proc.poll() is not None:
             break
-        time.sleep(0.5)
+        time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what} (script rc {proc.poll()}):\n"
                          f"{log.read_text(errors='replace')[-6000:]}\n{cluster.logs()}")
 
@@ -108,11 +111,13 @@ def test_ablation_study_on_two_nodes_survives_a_lost_worker_node(two_nodes, tmp_
 
     # Mid-trial: a first checkpoint written by the worker node, the last epoch not yet everywhere.
     _wait_for(lambda: any(_checkpoints(study).values()), 420, "a first checkpoint", proc, cluster, log)
-    at_kill = _checkpoints(study)
     killed = cluster.kill_worker()
     assert killed and proc.poll() is None
-    unfinished = len(at_kill) < len(ROWS) or any(f"epoch_{EPOCHS:04d}" not in eps for eps in at_kill.values())
-    assert unfinished, at_kill  # the kill hit a trial in flight
+    # Read after the kill: the worker node's processes, the only writers of checkpoints, are gone, so
+    # a trial without its last epoch here was hit in flight and must resume.
+    after_kill = _checkpoints(study)
+    unfinished = len(after_kill) < len(ROWS) or any(f"epoch_{EPOCHS:04d}" not in e for e in after_kill.values())
+    assert unfinished, after_kill
     cluster.wait_nodes(1, timeout_s=60)
     # From the worker node, a request without the credential is refused (its trials were handed it).
     uri = re.search(r"MLflow tracking server for the cluster: (http://\S+)", log.read_text(errors="replace")).group(1)
