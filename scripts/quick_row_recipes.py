@@ -74,6 +74,14 @@ def recorded_results(epochs: int, size: int | None) -> dict[tuple[str, float], d
             if r.get("epochs") == epochs and (size is None or r.get("size") == size) and not r.get("error")}
 
 
+def other_budgets(epochs: int, size: int | None) -> list[dict]:
+    """Recorded cells of other budgets, kept in the file when a search at this budget is written."""
+    if not RECIPES.exists():
+        return []
+    return [r for r in json.loads(RECIPES.read_text())["all"]
+            if r.get("epochs") != epochs or (size is not None and r.get("size") != size)]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", default="yolov3_baseline,decoupled_head,strong_augmentation,anchor_free,multi_positives,simota")
@@ -86,15 +94,16 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"no runs: choose again from the results recorded in {RECIPES.name} (same command)")
     p.add_argument("--reuse", action="store_true",
                    help=f"take the results recorded in {RECIPES.name} at the same budget instead of running them again "
-                        "(to add lrs or rows to a finished search)")
+                        "(to add lrs or rows to a finished search; recorded lrs outside --lrs stay candidates)")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args(argv)
     rows, lrs = args.rows.split(","), [float(x) for x in args.lrs.split(",")]
     start = time.perf_counter()
     if args.rechoose:
-        recorded = json.loads(RECIPES.read_text())
-        results = recorded["all"]
-        argv = recorded["command"].split()[2:]
+        argv = json.loads(RECIPES.read_text())["command"].split()[2:]
+        args = p.parse_args(argv)
+        rows = args.rows.split(",")
+        results = [r for r in recorded_results(args.epochs, args.size).values() if r["row"] in rows]
     else:
         done = recorded_results(args.epochs, args.size) if args.reuse and not args.overrides else {}
         with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.parallel) as pool:
@@ -102,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
                                            Path(tmp) / f"{row}-{lr}.jsonl")
                     for row in rows for lr in lrs if (row, lr) not in done}
             results = [done[(row, lr)] if (row, lr) in done else jobs[(row, lr)].result() for row in rows for lr in lrs]
+        # Recorded cells of these rows at other lrs stay candidates: a search can extend an earlier one.
+        results += [r for (row, lr), r in done.items() if row in rows and lr not in lrs]
     print(f"search took {time.perf_counter() - start:.0f} s")
     best = choose(results, default_lr=DEFAULT_LR)
     for row, r in best.items():
@@ -116,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             "command": command,
             "rows": {row: {"overrides": {"train.lr_per_image": r["lr"] / 8}, "lr_per_step": r["lr"],
                            "why": r["why"]} for row, r in best.items()},
-            "all": [{k: r.get(k) for k in ("row", "lr", "AP", "AP50", "seconds", "epochs", "size", "error")}
-                    for r in results],
+            "all": [{k: r.get(k) for k in ("row", "lr", "AP", "AP50", "seconds", "epochs", "size", "error", "note")
+                     if k != "note" or r.get("note")} for r in results] + other_budgets(args.epochs, args.size),
         }
         RECIPES.write_text(json.dumps(data, indent=1) + "\n")
         print(f"wrote {RECIPES}")

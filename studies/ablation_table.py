@@ -12,7 +12,8 @@ Rows (yolox_ray/ablation.py): YOLOv3 baseline -> +decoupled head -> +strong augm
 CSPDarknet at a small input for a short schedule; `--preset paper` is Darknet53, 640, 300 epochs.
 
 Running the same command again continues the study: finished trials are kept, interrupted ones
-resume from their checkpoints, and the table is rewritten. Outputs, in `<out>/<name>/`:
+resume from their checkpoints, and the table is rewritten; with a larger `--seeds` only the new
+seeds run (a 1-seed table grows into a 3-seed one). Outputs, in `<out>/<name>/`:
 ablation_table.md, ablation_table.csv, report/report.html (plus the study's Tune/Train/Optuna state).
 Extra `key=value` arguments override every row's config (e.g. `train.max_iters=5`).
 """

@@ -481,22 +481,41 @@ def default_samples(searcher: str) -> int:
     return 8 if searcher == "optuna" else 1
 
 
-def check_resume(spec: StudySpec, stored: Mapping[str, Any], where: str | Path = "the study directory") -> None:
+# What a rerun of an existing study may change: more samples, or more seeds of a grid; and how many
+# trials run at once (the study scripts size it to the trial count, which grows with them).
+GROWABLE_FIELDS = ("num_samples", "seeds", "max_concurrent")
+
+
+def check_resume(spec: StudySpec, stored: Mapping[str, Any], where: str | Path = "the study directory") -> tuple[int, ...]:
     """A rerun of an existing study must be its stored spec (`stored`: study.yaml as loaded), except
-    that `num_samples` may grow (the study continues with more trials); shrinking it is refused."""
+    that `num_samples` may grow, or a grid's seed list may gain seeds (the study continues with the
+    extra trials; a 1-seed table becomes a 3-seed one without running seed 0 again). Shrinking
+    either, or growing both in one rerun, is refused. Returns the seeds the rerun adds."""
     current = yaml.safe_load(dump_study(spec))
-    before = {k: v for k, v in stored.items() if k != "num_samples"}
-    now = {k: v for k, v in current.items() if k != "num_samples"}
+    before = {k: v for k, v in stored.items() if k not in GROWABLE_FIELDS}
+    now = {k: v for k, v in current.items() if k not in GROWABLE_FIELDS}
     if before != now:
         diff = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
         raise StudyError(f"study {spec.name!r} already exists in {where} with a different spec "
-                         f"(differs in: {', '.join(diff)}); resume it unchanged (only --samples may grow), "
-                         "or use another name/--out")
+                         f"(differs in: {', '.join(diff)}); resume it unchanged (only --samples, or a grid's "
+                         "seeds, may grow), or use another name/--out")
     had = stored.get("num_samples")
     had = had if had is not None else default_samples(str(stored.get("searcher")))
     if spec.samples < had:
         raise StudyError(f"num_samples: study {spec.name!r} already has {had} samples; a resume may grow "
                          f"--samples, not shrink it (got {spec.samples})")
+    old_seeds = [int(x) for x in stored.get("seeds") or ()]
+    if list(spec.seeds) == old_seeds:
+        return ()
+    dropped = [x for x in old_seeds if x not in spec.seeds]
+    if not old_seeds or dropped:
+        raise StudyError(f"seeds: study {spec.name!r} already ran seeds {old_seeds or 'none (no seed list)'}; a "
+                         f"resume may add seeds to its list, not {'drop ' + str(dropped) if dropped else 'start one'} "
+                         f"(got {list(spec.seeds)})")
+    if spec.samples > had:
+        raise StudyError(f"study {spec.name!r}: grow --samples ({had} -> {spec.samples}) or the seeds, not both in "
+                         "one rerun")
+    return tuple(x for x in spec.seeds if x not in old_seeds)
 
 
 def validate_spec(spec: StudySpec) -> None:

@@ -162,6 +162,24 @@ def test_a_rerun_may_grow_samples_but_change_nothing_else(tmp_path):
         check_resume(StudySpec.from_dict(spec_dict(num_samples=5)), stored)
 
 
+def test_a_rerun_of_a_grid_may_add_seeds_but_not_drop_them():
+    from yolox_ray.study import check_resume
+
+    def grid(**kw):
+        return StudySpec.from_dict({"name": "g", "searcher": "grid", "preset": "yolox_nano", **kw})
+
+    stored = yaml.safe_load(dump_study(grid(seeds=[0])))
+    assert check_resume(grid(seeds=[0]), stored) == ()
+    assert check_resume(grid(seeds=[0, 1, 2]), stored) == (1, 2)
+    with pytest.raises(StudyError, match=r"already ran seeds \[0\].*not drop \[0\]"):
+        check_resume(grid(seeds=[1, 2]), stored)
+    with pytest.raises(StudyError, match="not both in one rerun"):
+        check_resume(grid(seeds=[0, 1], num_samples=2), stored)
+    # A study without a seed list ran at its config's seed: a list cannot be added to it afterwards.
+    with pytest.raises(StudyError, match="no seed list.*not start one"):
+        check_resume(grid(seeds=[0, 1]), yaml.safe_load(dump_study(grid())))
+
+
 def test_default_grace_period_is_past_warmup_and_at_first_eval():
     spec = StudySpec.from_dict(spec_dict(overrides={"train.epochs": 20, "train.warmup_epochs": 2,
                                                     "train.no_aug_epochs": 4, "train.eval_interval": 5}))

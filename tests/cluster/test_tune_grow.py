@@ -94,3 +94,39 @@ def test_a_resumed_search_grows_its_samples_with_the_optuna_trial_count_exact(se
     err = capsys.readouterr().err
     assert rc == 2 and "already has 3 samples" in err and "not shrink" in err
     assert len(optuna_trials(study_dir, "grow")) == 3
+
+
+def test_a_grid_grows_its_seeds_without_running_the_finished_ones_again(server, ray_cluster, tmp_path, capsys):
+    """A 1-seed table becomes a 2-seed one: the rerun with one more seed runs only that seed, in a
+    segment of its own, under the same MLflow parent; a further rerun runs nothing."""
+    def spec(seeds):
+        return StudySpec(name="seeds", preset="yolox_nano", overrides=tiny(tmp_path / "data"), searcher="grid",
+                         seeds=seeds, max_concurrent=1, max_failures=0)
+
+    out = tmp_path / "studies"
+    first = run_study(spec((0,)), storage_root=out, tracking_uri=server.uri)
+    study_dir = first.study_dir
+    assert [(t.status, t.params["seed"]) for t in first.trials] == [("finished", 0)]
+    capsys.readouterr()
+
+    grown = run_study(spec((0, 1)), storage_root=out, tracking_uri=server.uri)
+    printed = capsys.readouterr().out
+    assert "adding seeds [1] to the study" in printed
+    by_seed = {t.params["seed"]: t for t in grown.trials}
+    assert sorted(by_seed) == [0, 1] and len(grown.trials) == 2
+    assert by_seed[0].trial_id == first.trials[0].trial_id and by_seed[0].run_id == first.trials[0].run_id
+    assert by_seed[1].status == "finished" and by_seed[1].trial_id != first.trials[0].trial_id
+    segments = json.loads((study_dir / "tune_segments.json").read_text())["segments"]
+    assert [s.get("seeds") for s in segments] == [[0], [1]]
+    assert yaml.safe_load((study_dir / "study.yaml").read_text())["seeds"] == [0, 1]
+
+    client = tracking.client_for(server.uri)
+    children = tracking.child_runs(server.uri, first.experiment_id, first.parent_run_id)
+    assert sorted(c.data.tags["trial_id"] for c in children) == sorted(t.trial_id for t in grown.trials)
+    for child in children:  # the seed-0 trial trained once: one epoch record, not two
+        assert [m.step for m in client.get_metric_history(child.info.run_id, "epoch")] == [1]
+    assert client.get_run(first.parent_run_id).data.tags["num_trials"] == "2"
+
+    again = run_study(spec((0, 1)), storage_root=out, tracking_uri=server.uri)
+    assert sorted(t.trial_id for t in again.trials) == sorted(t.trial_id for t in grown.trials)
+    assert len(tracking.child_runs(server.uri, first.experiment_id, first.parent_run_id)) == 2

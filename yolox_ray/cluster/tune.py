@@ -56,7 +56,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
@@ -127,13 +127,15 @@ def tune_domain(p: SearchParam) -> Any:
     return tune.choice(values) if p.kind == "choice" else tune.grid_search(values)
 
 
-def param_space(spec: StudySpec) -> dict[str, Any]:
-    """The Tuner's param_space: one domain per dimension, plus grid searches over rows and seeds."""
+def param_space(spec: StudySpec, seeds: tuple[int, ...] | None = None) -> dict[str, Any]:
+    """The Tuner's param_space: one domain per dimension, plus grid searches over rows and seeds
+    (`seeds`: a segment's own seeds, default the study's)."""
     space: dict[str, Any] = {p.key: tune_domain(p) for p in spec.space}
     if spec.rows:
         space[ROW_KEY] = tune.grid_search([r.name for r in spec.rows])
-    if spec.seeds:
-        space[SEED_KEY] = tune.grid_search(list(spec.seeds))
+    seeds = spec.seeds if seeds is None else seeds
+    if seeds:
+        space[SEED_KEY] = tune.grid_search(list(seeds))
     return space
 
 
@@ -300,11 +302,14 @@ class TuneSegment:
     Tune cannot grow a restored experiment (``Tuner.restore`` keeps the pickled TuneConfig and the
     searcher's sample count), so a resume with more `samples` adds a segment for the extra samples
     on the same Optuna RDB study: Optuna sees every earlier trial and the warm start is not
-    enqueued again. ASHA compares trials within one segment only.
+    enqueued again. ASHA compares trials within one segment only. A grid that gains seeds gets a
+    segment of its own that runs only the new seeds (`seeds`; None: the study's seeds, as every
+    segment before the first seed growth).
     """
 
     name: str
     samples: int
+    seeds: tuple[int, ...] | None = None
 
 
 def study_segments(study_dir: StoragePath | str | Path) -> list[TuneSegment]:
@@ -313,7 +318,9 @@ def study_segments(study_dir: StoragePath | str | Path) -> list[TuneSegment]:
     study_dir = as_storage(study_dir)
     record = study_dir / SEGMENTS_FILE
     if record.exists():
-        return [TuneSegment(str(s["name"]), int(s["samples"])) for s in json.loads(record.read_text())["segments"]]
+        return [TuneSegment(str(s["name"]), int(s["samples"]),
+                            tuple(int(x) for x in s["seeds"]) if s.get("seeds") is not None else None)
+                for s in json.loads(record.read_text())["segments"]]
     stored = study_dir / STUDY_FILE
     if stored.exists() and _can_restore(study_dir / TUNE_DIR):
         data = yaml.safe_load(stored.read_text()) or {}
@@ -325,7 +332,9 @@ def study_segments(study_dir: StoragePath | str | Path) -> list[TuneSegment]:
 def _write_segments(study_dir: StoragePath, segments: list[TuneSegment]) -> None:
     # One write_text: atomic on object stores; `StoragePath.write_text` replaces a local file atomically too.
     (study_dir / SEGMENTS_FILE).write_text(
-        json.dumps({"segments": [{"name": s.name, "samples": s.samples} for s in segments]}, indent=1))
+        json.dumps({"segments": [{"name": s.name, "samples": s.samples,
+                                   **({"seeds": list(s.seeds)} if s.seeds is not None else {})}
+                                  for s in segments]}, indent=1))
 
 
 def _segment_seed(seed: int, index: int) -> int:
@@ -485,12 +494,15 @@ def _new_tuner(spec: StudySpec, trainable: Any, study_dir: StoragePath, segment:
                                   num_samples=segment.samples, search_alg=searcher, scheduler=scheduler,
                                   reuse_actors=False)
     trials = spec.total_trials() // spec.samples * segment.samples
+    if segment.seeds is not None and spec.seeds:
+        trials = trials // len(spec.seeds) * len(segment.seeds)
     callback = StudyCallback(spec.name, study_dir, trials, spec.metric, spec.mode, max_t,
                              workers=spec.workers, cpus_per_worker=spec.cpus_per_worker,
                              gpus_per_worker=spec.gpus_per_worker, driver=driver, shown=spec.costs)
     run_config = tune.RunConfig(name=segment.name, **ray_storage(study_dir), verbose=0, callbacks=[callback],
                                 failure_config=tune.FailureConfig(max_failures=spec.trial_retries))
-    return tune.Tuner(trainable, param_space=param_space(spec), tune_config=tune_config, run_config=run_config)
+    return tune.Tuner(trainable, param_space=param_space(spec, segment.seeds), tune_config=tune_config,
+                      run_config=run_config)
 
 
 def run_study(spec: StudySpec, *, address: str | None = None,
@@ -525,18 +537,29 @@ def run_study(spec: StudySpec, *, address: str | None = None,
     study_dir = study_dir_for(spec, storage_root)
     segments = study_segments(study_dir)
     existing = bool(segments)
+    stored: dict[str, Any] = {}
     if existing:
-        check_resume(spec, yaml.safe_load((study_dir / STUDY_FILE).read_text()) or {}, study_dir)
+        stored = yaml.safe_load((study_dir / STUDY_FILE).read_text()) or {}
+        check_resume(spec, stored, study_dir)
     elif resume:
         raise StudyError(f"nothing to resume in {study_dir} (no Tune experiment at {study_dir / TUNE_DIR})")
     optuna_url = _optuna_storage_for(spec, study_dir, optuna_storage, existing)
     if optuna_url and study_dir.local:
         study_dir.mkdir()  # the default optuna.db lives in it
     optuna_store = open_optuna_storage(optuna_url) if optuna_url else None  # reachable before Ray starts
-    covered = sum(s.samples for s in segments)
-    grown = existing and spec.samples > covered
-    if spec.samples > covered:  # a new study, or more samples for an existing one
+    # The seeds run so far are read from the segments (None: the stored spec's seeds), the samples from
+    # the segments that ran the first of them (a seed segment repeats those samples for its seeds).
+    stored_seeds = tuple(int(x) for x in stored.get("seeds") or ())
+    ran_seeds = [x for seg in segments for x in (seg.seeds if seg.seeds is not None else stored_seeds)]
+    covered = sum(seg.samples for seg in segments
+                  if seg.seeds is None or not ran_seeds or ran_seeds[0] in seg.seeds)
+    added_seeds = tuple(x for x in spec.seeds if x not in ran_seeds) if existing else ()
+    if added_seeds:  # the earlier segments keep their seeds; the new ones run in a segment of their own
+        segments = [seg if seg.seeds is not None else replace(seg, seeds=stored_seeds) for seg in segments]
+        segments.append(TuneSegment(segment_dir_name(len(segments)), covered, added_seeds))
+    elif spec.samples > covered:  # a new study, or more samples for an existing one
         segments.append(TuneSegment(segment_dir_name(len(segments)), spec.samples - covered))
+    grown = existing and (bool(added_seeds) or spec.samples > covered or yaml.safe_load(dump_study(spec)) != stored)
 
     from yolox_ray.cluster.train import check_study_data
 
@@ -555,9 +578,12 @@ def run_study(spec: StudySpec, *, address: str | None = None,
         from yolox_ray.cluster.storage_check import check_storage_visible
 
         check_storage_visible(study_dir)  # a driver-only folder stops here, naming the node
-        if not existing or grown:  # study.yaml first: a resume after a kill here grows again from it
+        if not existing:
             (study_dir / STUDY_FILE).write_text(dump_study(spec))
             _write_segments(study_dir, segments)
+        elif grown:  # segments first: a rerun after a kill between the two writes neither repeats nor loses a segment
+            _write_segments(study_dir, segments)
+            (study_dir / STUDY_FILE).write_text(dump_study(spec))
         if optuna_url and recorded_optuna_storage(study_dir) is None:
             record_optuna_storage(study_dir, optuna_url, spec.name)
         with tracking.tracking_session(tracking_uri, mlruns) as uri:
@@ -590,7 +616,10 @@ def run_study(spec: StudySpec, *, address: str | None = None,
                     tuner = tune.Tuner.restore(where["storage_path"], trainable=trainable, resume_unfinished=True,
                                                resume_errored=True, storage_filesystem=where["storage_filesystem"])
                 else:
-                    if index > 0:
+                    if index > 0 and segment.seeds is not None and segment.seeds != segments[0].seeds:
+                        print(f"[{spec.name}] adding seeds {list(segment.seeds)} to the study in {exp_path} "
+                              "(the finished seeds are kept)", flush=True)
+                    elif index > 0:
                         print(f"[{spec.name}] growing the study to {spec.samples} samples: {segment.samples} "
                               f"more in {exp_path} (the Optuna study continues)", flush=True)
                     tuner = _new_tuner(spec, trainable, study_dir, segment, index, concurrency, driver, optuna_store)
