@@ -70,16 +70,18 @@ def recorded_results(epochs: int, size: int | None) -> dict[tuple[str, float], d
     if not RECIPES.exists():
         return {}
     recorded = json.loads(RECIPES.read_text())
-    return {(r["row"], r["lr"]): r for r in recorded["all"]
-            if r.get("epochs") == epochs and (size is None or r.get("size") == size) and not r.get("error")}
+    return {(r["row"], r["lr"]): r for r in recorded["all"] if at_budget(r, epochs, size) and not r.get("error")}
+
+
+def at_budget(result: dict, epochs: int, size: int | None) -> bool:
+    return result.get("epochs") == epochs and (size is None or result.get("size") == size)
 
 
 def other_budgets(epochs: int, size: int | None) -> list[dict]:
     """Recorded cells of other budgets, kept in the file when a search at this budget is written."""
     if not RECIPES.exists():
         return []
-    return [r for r in json.loads(RECIPES.read_text())["all"]
-            if r.get("epochs") != epochs or (size is not None and r.get("size") != size)]
+    return [r for r in json.loads(RECIPES.read_text())["all"] if not at_budget(r, epochs, size)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,8 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     rows, lrs = args.rows.split(","), [float(x) for x in args.lrs.split(",")]
     start = time.perf_counter()
     if args.rechoose:
+        write = args.write  # as asked now, not as in the recorded command
         argv = json.loads(RECIPES.read_text())["command"].split()[2:]
-        args = p.parse_args(argv)
+        args = p.parse_args(argv)  # the recorded search's rows and budget
+        args.write = write
         rows = args.rows.split(",")
         results = [r for r in recorded_results(args.epochs, args.size).values() if r["row"] in rows]
     else:
