@@ -13,6 +13,7 @@ import json
 import sys
 import time
 
+import cv2
 import torch
 
 from yolox_ray.ablation import ROW_KEYS, ablation_rows
@@ -25,7 +26,7 @@ class _Curve:
 
     def on_epoch_end(self, trainer, epoch, metrics, checkpoint) -> None:
         keep = {k: metrics[k] for k in ("epoch", "loss", "AP", "AP50", "fg_per_gt", "pos_iou", "pos_iou_zero",
-                                        "pos_score") if k in metrics}
+                                        "pos_score", "epoch_seconds", "train_seconds_epoch") if k in metrics}
         keep["evaluated"] = bool(metrics.get("evaluated"))
         self.points.append(keep)
         line = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in keep.items())
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="key=value applied to the row")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)  # as a study trial does (yolox_ray.engine.resources)
     overrides = dict(item.split("=", 1) for item in args.overrides)
     row = ablation_rows("quick", epochs=args.epochs, rows=[args.row], overrides=overrides, size=args.size)[0]
     curve = _Curve()

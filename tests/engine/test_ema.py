@@ -49,3 +49,31 @@ def test_state_roundtrip_keeps_update_count():
     b.load_state_dict(a.state_dict())
     assert b.updates == 3
     assert torch.equal(b.module.weight, a.module.weight)
+
+
+def test_averages_exactly_the_state_dicts_float_entries():
+    """Parameters and persistent float buffers move; a non-persistent buffer (not in the state dict,
+    so not in any checkpoint) and integer buffers stay as they were."""
+
+    class WithGrid(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 1, 1)
+            self.bn = nn.BatchNorm2d(1)
+            self.register_buffer("grid", torch.zeros(2), persistent=False)
+
+    net = WithGrid()
+    ema = ModelEMA(net, decay=0.5, ramp=1.0)
+    with torch.no_grad():
+        for t in (net.conv.weight, net.conv.bias, net.bn.weight, net.bn.bias, net.bn.running_mean, net.grid):
+            t.fill_(4.0)
+        net.bn.running_var.fill_(4.0)
+    before = {k: v.clone() for k, v in ema.module.state_dict().items()}
+    ema.update(net)
+    d = 0.5 * (1 - math.exp(-1))
+    after = ema.module.state_dict()
+    for key in ("conv.weight", "conv.bias", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"):
+        expected = d * before[key] + (1 - d) * 4.0
+        assert torch.allclose(after[key], expected), key
+    assert torch.equal(ema.module.grid, torch.zeros(2))
+    assert ema.module.bn.num_batches_tracked.item() == 0

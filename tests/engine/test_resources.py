@@ -37,21 +37,31 @@ def test_plan_refuses_nonsense(cpus, workers):
 
 @pytest.fixture
 def restore_threads():
-    before = torch.get_num_threads()
+    import cv2
+
+    before = torch.get_num_threads(), cv2.getNumThreads()
     yield
-    torch.set_num_threads(before)
+    torch.set_num_threads(before[0])
+    cv2.setNumThreads(before[1])
 
 
-@pytest.mark.parametrize("cpus, loaders, threads", [(2, 0, 2), (3, 1, 2), (None, 2, None)])
+# cv2_threads: OpenCV's pool in the training process (it starts at 7 here): the torch threads when the data
+# is in-process; sequential (setNumThreads(0), which reads back as 1) before loader processes fork.
+@pytest.mark.parametrize("cpus, loaders, threads, cv2_threads", [(2, 0, 2, 2), (1, 0, 1, 1), (3, 1, 2, 1),
+                                                                 (None, 2, None, 1)])
 def test_trainer_applies_the_plan_to_threads_and_both_loaders(tmp_path, monkeypatch, restore_threads,
-                                                              cpus, loaders, threads):
+                                                              cpus, loaders, threads, cv2_threads):
+    import cv2
+
     from yolox_ray import evaluation
 
     torch.set_num_threads(1)
+    cv2.setNumThreads(7)
     cfg = tiny_cfg(str(tmp_path / "cache"), **{"data.workers": 2})
     trainer = Trainer(cfg, cpus=cpus)
     assert trainer.train_loader.loader.num_workers == loaders
     assert torch.get_num_threads() == (1 if threads is None else threads)  # None: left as it was
+    assert cv2.getNumThreads() == cv2_threads
     seen = {}
     monkeypatch.setattr(evaluation, "evaluate", lambda *a, **kw: seen.update(kw))
     trainer._evaluate()

@@ -13,6 +13,19 @@ import torch
 from torch import nn
 
 
+def _averaged_tensors(module: nn.Module) -> list[torch.Tensor]:
+    """The state_dict's floating-point entries (parameters, persistent float buffers such as the BN
+    statistics), gathered without building a state dict: that took most of an EMA step's time.
+    Integer buffers (BN num_batches_tracked) are left alone, as in the official code."""
+    out: list[torch.Tensor] = []
+    for m in module.modules():
+        out.extend(p for p in m._parameters.values() if p is not None)
+        skip = m._non_persistent_buffers_set
+        out.extend(b for name, b in m._buffers.items()
+                   if b is not None and name not in skip and b.is_floating_point())
+    return out
+
+
 class ModelEMA:
     def __init__(self, model: nn.Module, decay: float = 0.9998, ramp: float = 2000.0, updates: int = 0):
         self.module = copy.deepcopy(model).eval()
@@ -21,8 +34,6 @@ class ModelEMA:
         self.decay_max = decay
         self.ramp = ramp
         self.updates = updates
-        # Integer buffers (BN num_batches_tracked) are left alone, as in the official code.
-        self._float_keys = [k for k, v in self.module.state_dict().items() if v.dtype.is_floating_point]
 
     def decay(self, updates: int) -> float:
         return self.decay_max * (1.0 - math.exp(-updates / self.ramp))
@@ -32,10 +43,8 @@ class ModelEMA:
         """One EMA step towards `model` (the unwrapped training model)."""
         self.updates += 1
         d = self.decay(self.updates)
-        src = model.state_dict()
-        dst = self.module.state_dict()
-        ema = [dst[k] for k in self._float_keys]
-        cur = [src[k].detach() for k in self._float_keys]
+        ema = _averaged_tensors(self.module)
+        cur = _averaged_tensors(model)
         torch._foreach_mul_(ema, d)
         torch._foreach_add_(ema, cur, alpha=1.0 - d)
 

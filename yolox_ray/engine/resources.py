@@ -13,6 +13,9 @@ upper bound on loader processes:
   loader processes and the rest (at least 1) torch threads.
 
 So loader processes + torch threads = n, except that a 1-CPU GPU worker still gets 1 thread.
+OpenCV, which runs the augmentation, gets the torch thread count when the data is in-process (its
+default is every core of the machine, so two 1-CPU trials on 2 cores would oversubscribe them) and
+no threads of its own in loader processes (`apply_cv2_threads`).
 The order of batches and each sample's randomness do not depend on the number of loader processes
 (data/loader.py), so the plan changes speed only, never results.
 """
@@ -46,3 +49,12 @@ def plan_cpus(cpus: float, data_workers: int, use_gpu: bool = False) -> CpuPlan:
     else:
         loaders = min(data_workers, 1)
     return CpuPlan(cpus=n, data_workers=loaders, threads=max(1, n - loaders))
+
+
+def apply_cv2_threads(plan: CpuPlan) -> None:
+    """OpenCV's thread pool sized to the plan (see the module docstring); loader processes make it
+    single-threaded themselves before they fork (data/loader.py)."""
+    import cv2
+
+    if plan.data_workers == 0:
+        cv2.setNumThreads(plan.threads)

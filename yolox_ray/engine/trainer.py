@@ -31,7 +31,7 @@ from yolox_ray.data.schedule import phase, should_evaluate
 from yolox_ray.engine.checkpoint import FORMAT, get_rng_state, load_checkpoint, set_rng_state
 from yolox_ray.engine.ema import ModelEMA
 from yolox_ray.engine.optim import LRSchedule, build_optimizer, set_lr
-from yolox_ray.engine.resources import plan_cpus
+from yolox_ray.engine.resources import apply_cv2_threads, plan_cpus
 from yolox_ray.losses import DIAGNOSTIC_SUMS, diagnostics_means
 from yolox_ray.metrics import AP, AP50, AP50_LOW_CONF, AP_LOW_CONF, BEST_AP, COCO_STAT_KEYS, LOSS, TRAIN_SECONDS
 
@@ -108,6 +108,7 @@ class Trainer:
         self.cpu_plan = plan_cpus(cpus, cfg.data.workers, self.device.type == "cuda") if cpus is not None else None
         if self.cpu_plan is not None:
             torch.set_num_threads(self.cpu_plan.threads)
+            apply_cv2_threads(self.cpu_plan)
         self.data_workers = self.cpu_plan.data_workers if self.cpu_plan is not None else cfg.data.workers
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = not cfg.train.deterministic
