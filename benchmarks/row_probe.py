@@ -50,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     summary = Trainer(row.config, callbacks=[curve]).fit()
     seconds = time.perf_counter() - start
-    result = {"row": args.row, "epochs": row.config.train.epochs, "size": row.config.data.input_size[0], "overrides": args.overrides,
+    train = row.config.train
+    result = {"row": args.row, "epochs": train.epochs, "warmup_epochs": train.warmup_epochs,
+              "no_aug_epochs": train.no_aug_epochs, "size": row.config.data.input_size[0], "overrides": args.overrides,
               "AP": summary["AP"], "AP50": summary["AP50"], "seconds": round(seconds, 1), "curve": curve.points}
     print(f"RESULT row={args.row} AP={summary['AP']:.4f} AP50={summary['AP50']:.4f} seconds={seconds:.0f} "
           f"{' '.join(args.overrides)}", flush=True)

@@ -19,6 +19,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from yolox_ray.ablation import rescale_schedule, scale_spec
+
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "yolox_ray" / "ablation_recipes.json"
 
@@ -74,7 +76,12 @@ def recorded_results(epochs: int, size: int | None) -> dict[tuple[str, float], d
 
 
 def at_budget(result: dict, epochs: int, size: int | None) -> bool:
-    return result.get("epochs") == epochs and (size is None or result.get("size") == size)
+    """A recorded cell is at this budget if it ran this many epochs with the schedule the preset now
+    gives them (warm-up and no-aug tail: the preset's schedule may have changed since), at this size."""
+    train = rescale_schedule(scale_spec("quick").train, epochs)
+    return (result.get("epochs") == epochs and (size is None or result.get("size") == size)
+            and (result.get("warmup_epochs"), result.get("no_aug_epochs")) == (train.warmup_epochs,
+                                                                               train.no_aug_epochs))
 
 
 def other_budgets(epochs: int, size: int | None) -> list[dict]:
@@ -117,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
             results = [done[(row, lr)] if (row, lr) in done else jobs[(row, lr)].result() for row in rows for lr in lrs]
         # Recorded cells of these rows at other lrs stay candidates: a search can extend an earlier one.
         results += [r for (row, lr), r in done.items() if row in rows and lr not in lrs]
+    if not results:
+        print(f"error: no results at this budget in {RECIPES.name} (the cells recorded there ran another "
+              "schedule: see its 'budget'); nothing written", file=sys.stderr)
+        return 1
     print(f"search took {time.perf_counter() - start:.0f} s")
     best = choose(results, default_lr=DEFAULT_LR)
     for row, r in best.items():
@@ -131,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             "command": command,
             "rows": {row: {"overrides": {"train.lr_per_image": r["lr"] / 8}, "lr_per_step": r["lr"],
                            "why": r["why"]} for row, r in best.items()},
-            "all": [{k: r.get(k) for k in ("row", "lr", "AP", "AP50", "seconds", "epochs", "size", "error", "note")
+            "all": [{k: r.get(k) for k in ("row", "lr", "AP", "AP50", "seconds", "epochs", "size", "warmup_epochs",
+                                           "no_aug_epochs", "error", "note")
                      if k != "note" or r.get("note")} for r in results] + other_budgets(args.epochs, args.size),
         }
         RECIPES.write_text(json.dumps(data, indent=1) + "\n")
