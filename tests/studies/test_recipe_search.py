@@ -1,0 +1,35 @@
+"""The recipe search reuses only recorded cells of the schedule the preset gives now (scripts/quick_row_recipes.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("quick_row_recipes", ROOT / "scripts" / "quick_row_recipes.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cells_of_another_schedule_are_not_at_the_budget():
+    recipes = _script()
+    # 18 epochs of today's 72-epoch preset (warm-up 4, no-aug 4) rescale to warm-up 1, no-aug 1.
+    today = {"epochs": 18, "size": 128, "warmup_epochs": 1.0, "no_aug_epochs": 1}
+    assert recipes.at_budget(today, 18, 128)
+    assert recipes.at_budget(today, 18, None)
+    assert not recipes.at_budget(today, 18, 160)
+    assert not recipes.at_budget(today, 24, 128)
+    # The recorded search ran the old 18-epoch schedule (warm-up 1, no-aug 6): another budget now.
+    assert not recipes.at_budget({**today, "no_aug_epochs": 6}, 18, 128)
+    assert not recipes.at_budget({"epochs": 18, "size": 128}, 18, 128)  # a cell that does not say
+
+
+def test_the_recorded_cells_say_which_schedule_they_ran():
+    recorded = json.loads((ROOT / "yolox_ray" / "ablation_recipes.json").read_text())
+    assert recorded["all"] and all({"warmup_epochs", "no_aug_epochs"} <= set(cell) for cell in recorded["all"])
+    assert _script().recorded_results(18, 128) == {}  # so --reuse runs the search again
