@@ -151,10 +151,12 @@ def finished_trials(lines) -> list[str]:
 
 def first_trial_mid_run(study_dir: Path):
     # Kill 1: no trial has finished; trial 1 has written its epoch-2 checkpoint (so epoch 1's is
-    # registered) and is somewhere in epochs 3..7.
+    # registered) and is somewhere in epochs 3..7, and the driver has printed its progress (a
+    # checkpoint reaches the disk before its result reaches the driver).
     def predicate(lines) -> bool:
         on_disk = checkpoints(study_dir)
-        return len(on_disk) == 1 and 2 in next(iter(on_disk.values())) and not finished_trials(lines)
+        return (len(on_disk) == 1 and 2 in next(iter(on_disk.values())) and not finished_trials(lines)
+                and next(iter(on_disk)) in trial_epochs(lines))
     return predicate
 
 
