@@ -13,9 +13,6 @@ import json
 import sys
 import time
 
-import cv2
-import torch
-
 from yolox_ray.ablation import ROW_KEYS, ablation_rows
 from yolox_ray.engine import Trainer
 
@@ -42,13 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None, help="append the result as one JSON line to this file")
     p.add_argument("overrides", nargs="*", help="key=value applied to the row")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    cv2.setNumThreads(args.threads)  # as a study trial does (yolox_ray.engine.resources)
     overrides = dict(item.split("=", 1) for item in args.overrides)
     row = ablation_rows("quick", epochs=args.epochs, rows=[args.row], overrides=overrides, size=args.size)[0]
     curve = _Curve()
     start = time.perf_counter()
-    summary = Trainer(row.config, callbacks=[curve]).fit()
+    # cpus: torch and OpenCV threads sized as in a study trial given that many CPUs (engine.resources).
+    summary = Trainer(row.config, callbacks=[curve], cpus=args.threads).fit()
     seconds = time.perf_counter() - start
     train = row.config.train
     result = {"row": args.row, "epochs": train.epochs, "warmup_epochs": train.warmup_epochs,

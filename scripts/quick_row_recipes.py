@@ -11,6 +11,7 @@ the search ranks recipes, it does not time them). The lr is the step lr at the p
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import subprocess
 import sys
@@ -75,13 +76,18 @@ def recorded_results(epochs: int, size: int | None) -> dict[tuple[str, float], d
     return {(r["row"], r["lr"]): r for r in recorded["all"] if at_budget(r, epochs, size) and not r.get("error")}
 
 
+@functools.cache
+def _schedule(epochs: int) -> tuple[float, int]:
+    """(warm-up, no-aug tail) the quick preset gives `epochs` now (built once: the spec reads the recipe file)."""
+    train = rescale_schedule(scale_spec("quick").train, epochs)
+    return train.warmup_epochs, train.no_aug_epochs
+
+
 def at_budget(result: dict, epochs: int, size: int | None) -> bool:
     """A recorded cell is at this budget if it ran this many epochs with the schedule the preset now
     gives them (warm-up and no-aug tail: the preset's schedule may have changed since), at this size."""
-    train = rescale_schedule(scale_spec("quick").train, epochs)
     return (result.get("epochs") == epochs and (size is None or result.get("size") == size)
-            and (result.get("warmup_epochs"), result.get("no_aug_epochs")) == (train.warmup_epochs,
-                                                                               train.no_aug_epochs))
+            and (result.get("warmup_epochs"), result.get("no_aug_epochs")) == _schedule(epochs))
 
 
 def other_budgets(epochs: int, size: int | None) -> list[dict]:
