@@ -161,11 +161,12 @@ def first_trial_mid_run(study_dir: Path):
 
 
 def second_trial_mid_run(study_dir: Path):
-    # Kill 2: the resumed driver saw trial 1 finish, and trial 2 has written its epoch-2 checkpoint.
+    # Kill 2: the resumed driver saw trial 1 finish, trial 2 has written its epoch-2 checkpoint, and
+    # the driver has printed trial 2's progress (as kill 1: the checkpoint reaches the disk first).
     def predicate(lines) -> bool:
         done = finished_trials(lines)
         others = [t for t, e in checkpoints(study_dir).items() if t not in done and 2 in e]
-        return len(done) == 1 and len(others) == 1
+        return len(done) == 1 and len(others) == 1 and others[0] in trial_epochs(lines)
     return predicate
 
 
