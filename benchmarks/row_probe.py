@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - start
     train = row.config.train
     result = {"row": args.row, "epochs": train.epochs, "warmup_epochs": train.warmup_epochs,
-              "no_aug_epochs": train.no_aug_epochs, "size": row.config.data.input_size[0], "overrides": args.overrides,
+              "no_aug_epochs": train.no_aug_epochs, "ema_decay": train.ema_decay, "size": row.config.data.input_size[0], "overrides": args.overrides,
               "AP": summary["AP"], "AP50": summary["AP50"], "seconds": round(seconds, 1), "curve": curve.points}
     print(f"RESULT row={args.row} AP={summary['AP']:.4f} AP50={summary['AP50']:.4f} seconds={seconds:.0f} "
           f"{' '.join(args.overrides)}", flush=True)

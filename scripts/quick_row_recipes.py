@@ -77,17 +77,20 @@ def recorded_results(epochs: int, size: int | None) -> dict[tuple[str, float], d
 
 
 @functools.cache
-def _schedule(epochs: int) -> tuple[float, int]:
-    """(warm-up, no-aug tail) the quick preset gives `epochs` now (built once: the spec reads the recipe file)."""
+def _schedule(epochs: int) -> tuple[float, int, float]:
+    """(warm-up, no-aug tail, EMA decay) the quick preset gives `epochs` now (built once: the spec reads
+    the recipe file)."""
     train = rescale_schedule(scale_spec("quick").train, epochs)
-    return train.warmup_epochs, train.no_aug_epochs
+    return train.warmup_epochs, train.no_aug_epochs, round(train.ema_decay, 6)
 
 
 def at_budget(result: dict, epochs: int, size: int | None) -> bool:
     """A recorded cell is at this budget if it ran this many epochs with the schedule the preset now
-    gives them (warm-up and no-aug tail: the preset's schedule may have changed since), at this size."""
+    gives them (warm-up, no-aug tail and EMA: the preset's schedule may have changed since), at this size."""
+    ema = result.get("ema_decay")
     return (result.get("epochs") == epochs and (size is None or result.get("size") == size)
-            and (result.get("warmup_epochs"), result.get("no_aug_epochs")) == _schedule(epochs))
+            and (result.get("warmup_epochs"), result.get("no_aug_epochs"), ema if ema is None else round(ema, 6))
+            == _schedule(epochs))
 
 
 def other_budgets(epochs: int, size: int | None) -> list[dict]:
@@ -149,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             "rows": {row: {"overrides": {"train.lr_per_image": r["lr"] / 8}, "lr_per_step": r["lr"],
                            "why": r["why"]} for row, r in best.items()},
             "all": [{k: r.get(k) for k in ("row", "lr", "AP", "AP50", "seconds", "epochs", "size", "warmup_epochs",
-                                           "no_aug_epochs", "error", "note")
+                                           "no_aug_epochs", "ema_decay", "error", "note")
                      if k != "note" or r.get("note")} for r in results] + other_budgets(args.epochs, args.size),
         }
         RECIPES.write_text(json.dumps(data, indent=1) + "\n")

@@ -137,6 +137,10 @@ def test_quick_scale_is_small_and_scales_geometry_with_input(tmp_path):
     # FCOS level bounds (128 / 256 px of the longer side at 640) cover the same fraction of the image.
     assert c.assign.level_ranges == pytest.approx((128 * side / 640, 256 * side / 640))
     assert 0 < c.train.no_aug_epochs < c.train.epochs == spec.train.epochs
+    # The EMA averages over a small share of the run's updates (the official 5000 of a 555k-update COCO
+    # run: 0.9 %), not over most of it as the official 0.9998 would on this short run.
+    updates = c.train.epochs * c.data.synthetic_train // c.train.batch_size
+    assert 1 / (1 - c.train.ema_decay) <= 0.05 * updates and c.train.ema_ramp <= 0.05 * updates
     # Anchors: 9 shapes sorted by area, inside the training boxes' range at this size, and another
     # size refits them in proportion.
     areas = [w * h for w, h in c.model.anchors]
@@ -150,6 +154,11 @@ def test_rescale_schedule_moves_warmup_and_tail_proportionally():
     base = TrainConfig(epochs=300, warmup_epochs=5, no_aug_epochs=15)
     t = rescale_schedule(base, 30)
     assert (t.epochs, t.warmup_epochs, t.no_aug_epochs) == (30, 0.5, 2)  # 15/10 = 1.5 rounds to 2
+    # The EMA keeps its share of the run: horizon 1 / (1 - 0.9998) = 5000 updates -> 500, ramp 2000 -> 200.
+    assert 1 / (1 - t.ema_decay) == pytest.approx(500) and t.ema_ramp == pytest.approx(200)
+    assert rescale_schedule(base, 300) == base
+    longer = rescale_schedule(TrainConfig(epochs=72, ema_decay=0.99, ema_ramp=200), 144)
+    assert 1 / (1 - longer.ema_decay) == pytest.approx(200) and longer.ema_ramp == pytest.approx(400)
     t = rescale_schedule(base, 2)
     assert (t.epochs, t.no_aug_epochs) == (2, 1) and 0 < t.warmup_epochs < 1
     t = rescale_schedule(base, 1)
