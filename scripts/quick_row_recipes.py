@@ -155,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
                                            "no_aug_epochs", "ema_decay", "error", "note")
                      if k != "note" or r.get("note")} for r in results] + other_budgets(args.epochs, args.size),
         }
+        if RECIPES.exists() and "full_budget" in json.loads(RECIPES.read_text()):
+            # Rows re-chosen at the preset's full schedule stay (they override this search's pick).
+            data["full_budget"] = json.loads(RECIPES.read_text())["full_budget"]
         RECIPES.write_text(json.dumps(data, indent=1) + "\n")
         print(f"wrote {RECIPES}")
     return 0

@@ -201,15 +201,20 @@ def _paper_spec() -> ScaleSpec:
                      anchors="yolov3")
 
 
-def quick_recipes() -> dict[str, dict[str, object]]:
-    """Per-row overrides of the quick preset, recorded by the recipe search (`ablation_recipes.json`)."""
+def quick_recipes(path: "Path | None" = None) -> dict[str, dict[str, object]]:
+    """Per-row overrides of the quick preset, recorded by the recipe search (`ablation_recipes.json`):
+    the reduced-budget pick per row, unless the file's `full_budget` part re-chose that row at the
+    preset's full schedule (a pick that fails there, e.g. diverges late, is replaced, and says so)."""
     import json
     from pathlib import Path
 
-    path = Path(__file__).with_name("ablation_recipes.json")
+    path = path or Path(__file__).with_name("ablation_recipes.json")
     if not path.is_file():
         return {}
-    return {key: dict(entry["overrides"]) for key, entry in json.loads(path.read_text())["rows"].items()}
+    recorded = json.loads(path.read_text())
+    rows = {key: dict(entry["overrides"]) for key, entry in recorded["rows"].items()}
+    rows.update({key: dict(entry["overrides"]) for key, entry in recorded.get("full_budget", {}).get("rows", {}).items()})
+    return rows
 
 
 def scale_spec(scale: str) -> ScaleSpec:

@@ -40,3 +40,17 @@ def test_the_recorded_cells_say_which_schedule_they_ran():
     assert old and not any(_script().at_budget(cell, 18, 128) for cell in old)
     current = _script().recorded_results(18, 128)
     assert {row for row, _ in current} == set(recorded["rows"])  # the chosen lrs come from today's cells
+
+
+def test_a_row_rechosen_at_the_full_budget_overrides_the_reduced_budget_pick(tmp_path):
+    from yolox_ray.ablation import quick_recipes
+
+    recipes = tmp_path / "recipes.json"
+    recipes.write_text(json.dumps({
+        "rows": {"simota": {"overrides": {"train.lr_per_image": 0.0025}},
+                 "anchor_free": {"overrides": {"train.lr_per_image": 0.005}}},
+        "full_budget": {"rows": {"anchor_free": {"overrides": {"train.lr_per_image": 0.00125}}}},
+    }))
+    assert quick_recipes(recipes) == {"simota": {"train.lr_per_image": 0.0025},
+                                      "anchor_free": {"train.lr_per_image": 0.00125}}
+    assert quick_recipes(tmp_path / "missing.json") == {}
