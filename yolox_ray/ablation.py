@@ -174,7 +174,7 @@ def _quick_spec() -> ScaleSpec:
     300-epoch COCO run but longer than this whole run, so the evaluated EMA model would be an average
     of weights from most of training (measured: README, Studies). Strong augmentation
     follows the official small-model recipe (nano/tiny: Mosaic scale 0.5-1.5, no MixUp). Anchors are
-    fitted by k-means to the training boxes at 192 px. Per-row lr/EMA come from `ablation_recipes.json`.
+    fitted by k-means to the training boxes at 192 px. The per-row lr comes from `ablation_recipes.json`.
     """
     side = 128
     # num_classes: the synthetic set's 8 shape classes (yolox_ray.data.synthetic.SYNTHETIC_CLASSES).
