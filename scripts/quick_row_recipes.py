@@ -68,12 +68,14 @@ def choose(results: list[dict], default_lr: float) -> dict[str, dict]:
     return chosen
 
 
+def _recorded() -> dict:
+    """The recipe file as recorded ({} before the first search)."""
+    return json.loads(RECIPES.read_text()) if RECIPES.exists() else {}
+
+
 def recorded_results(epochs: int, size: int | None) -> dict[tuple[str, float], dict]:
     """{(row, lr): result} recorded in the recipe file at this budget (no overrides), without errors."""
-    if not RECIPES.exists():
-        return {}
-    recorded = json.loads(RECIPES.read_text())
-    return {(r["row"], r["lr"]): r for r in recorded["all"] if at_budget(r, epochs, size) and not r.get("error")}
+    return {(r["row"], r["lr"]): r for r in _recorded().get("all", []) if at_budget(r, epochs, size) and not r.get("error")}
 
 
 @functools.cache
@@ -95,9 +97,7 @@ def at_budget(result: dict, epochs: int, size: int | None) -> bool:
 
 def other_budgets(epochs: int, size: int | None) -> list[dict]:
     """Recorded cells of other budgets, kept in the file when a search at this budget is written."""
-    if not RECIPES.exists():
-        return []
-    return [r for r in json.loads(RECIPES.read_text())["all"] if not at_budget(r, epochs, size)]
+    return [r for r in _recorded().get("all", []) if not at_budget(r, epochs, size)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     if args.rechoose:
         write = args.write  # as asked now, not as in the recorded command
-        argv = json.loads(RECIPES.read_text())["command"].split()[2:]
+        argv = _recorded()["command"].split()[2:]
         args = p.parse_args(argv)  # the recorded search's rows and budget
         args.write = write
         rows = args.rows.split(",")
@@ -155,9 +155,9 @@ def main(argv: list[str] | None = None) -> int:
                                            "no_aug_epochs", "ema_decay", "error", "note")
                      if k != "note" or r.get("note")} for r in results] + other_budgets(args.epochs, args.size),
         }
-        if RECIPES.exists() and "full_budget" in json.loads(RECIPES.read_text()):
-            # Rows re-chosen at the preset's full schedule stay (they override this search's pick).
-            data["full_budget"] = json.loads(RECIPES.read_text())["full_budget"]
+        full_budget = _recorded().get("full_budget")
+        if full_budget:  # rows re-chosen at the preset's full schedule stay (they override this search's pick)
+            data["full_budget"] = full_budget
         RECIPES.write_text(json.dumps(data, indent=1) + "\n")
         print(f"wrote {RECIPES}")
     return 0

@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import statistics
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Literal, Mapping, Sequence
 
 from yolox_ray.config import (
@@ -201,13 +203,10 @@ def _paper_spec() -> ScaleSpec:
                      anchors="yolov3")
 
 
-def quick_recipes(path: "Path | None" = None) -> dict[str, dict[str, object]]:
+def quick_recipes(path: Path | None = None) -> dict[str, dict[str, object]]:
     """Per-row overrides of the quick preset, recorded by the recipe search (`ablation_recipes.json`):
     the reduced-budget pick per row, unless the file's `full_budget` part re-chose that row at the
     preset's full schedule (a pick that fails there, e.g. diverges late, is replaced, and says so)."""
-    import json
-    from pathlib import Path
-
     path = path or Path(__file__).with_name("ablation_recipes.json")
     if not path.is_file():
         return {}
