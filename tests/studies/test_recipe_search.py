@@ -18,7 +18,8 @@ def _script():
 
 def test_cells_of_another_schedule_are_not_at_the_budget():
     recipes = _script()
-    # 18 epochs of today's 72-epoch preset (warm-up 4, no-aug 4, EMA horizon 100 updates) rescale to
+    # 18 epochs of the quick recipe (72 epochs: warm-up 4, no-aug 4, EMA horizon 100 updates; the preset
+    # runs it at 48: warm-up 2.667, no-aug 3, horizon 67) rescale to
     # warm-up 1, no-aug 1, EMA horizon 25 updates (decay 0.96).
     today = {"epochs": 18, "size": 128, "warmup_epochs": 1.0, "no_aug_epochs": 1, "ema_decay": 0.96}
     assert recipes.at_budget(today, 18, 128)
