@@ -27,20 +27,35 @@ Three comparisons, each printed with its settings and our speed-up over official
          file, no mosaic switch-off, fixed input size (multi-scale off in all three). Epoch seconds
          are the training iterations only (our engine's `train_seconds_epoch`; its closing
          evaluation is excluded); the first epoch is warm-up, the median of the others is printed.
+  eval   COCO evaluation of `--epoch-model` at `--epoch-side` on `--eval-images` synthetic val images:
+         the official evaluation (COCOEvaluator's loop written out with its parts, since its
+         evaluate() casts the batch to torch.cuda tensors: exp.get_eval_loader, the official model,
+         yolox.utils.postprocess, convert_to_coco_format, evaluate_prediction with the official
+         COCOeval_opt) against our `yolox_ray.evaluation.evaluate` (pycocotools) on the same weights
+         (official state dict loaded into ours), and the time our engine's evaluation epoch adds to a
+         training epoch (epoch_seconds - train_seconds_epoch of the bare engine: EMA model, evaluation,
+         best-model bookkeeping). The head's obj and cls biases are zeroed on both models so that
+         every prediction passes the 0.01 score threshold (an untrained model's prior, 1e-4, would
+         pass none): the heaviest post-processing and COCOeval load. Official NMS: torchvision
+         cannot load here (see below), so on both sides the NMS is our exact greedy batched NMS
+         (same kept boxes as torchvision's), registered as `torchvision.ops.batched_nms`; the ratio
+         compares everything else. Rounds alternate A, B; medians.
 
 Install the baseline into its own venv (never into the project's environment), then run with that
 venv's python and this checkout first on the path:
 
     scripts/install_official_yolox.sh            # ../venv-official, see the script
-    PYTHONPATH=. ../venv-official/bin/python benchmarks/official_compare.py [--sections step,data,epoch]
+    PYTHONPATH=. ../venv-official/bin/python benchmarks/official_compare.py [--sections step,data,epoch,eval]
         [--model yolox_s] [--side 320] [--batch 4] [--reps 3]
         [--data-side 640] [--data-batches 4] [--rounds 4] [--images 32]
         [--epoch-model yolox_nano] [--epoch-side 256] [--epoch-batch 8] [--epochs 3] [--threads 2]
+        [--eval-images 200] [--eval-rounds 3]
 
 `--check` only imports both packages and prints their versions. torchvision: official yolox imports
 it only for NMS (evaluation), and PyPI's wheels are CUDA builds that do not load next to a CPU torch;
-when it does not import, a stand-in module without NMS is registered (calling its NMS raises), which
-no measured path touches.
+when it does not import, a stand-in module is registered whose `ops.batched_nms` is our exact NMS
+(`yolox_ray.evaluation.batched_nms`; its plain `ops.nms` raises: the official postprocess calls
+only batched_nms in class-aware mode, the mode the eval section uses).
 
 The numbers are only a measurement on a quiet machine (nothing else running, load average ~0):
 these comparisons share one CPU budget and any other process skews them. No number from a loaded
@@ -73,19 +88,21 @@ from yolox_ray.config import (ExperimentConfig, LossConfig, MODEL_PRESETS,  # no
                               apply_overrides, dump_yaml, experiment_preset)
 
 OFFICIAL_MODELS = ("yolox_nano", "yolox_tiny", "yolox_s", "yolox_m", "yolox_l", "yolox_x")
-SECTIONS = ("step", "data", "epoch")
+SECTIONS = ("step", "data", "epoch", "eval")
 ASSIGN_0_3_0 = {"assign.geometry": "box_and_center", "assign.center_radius": 2.5}  # the release's SimOTA prior
 
 
 def _nms_less_torchvision() -> types.ModuleType:
-    """Stand-in for `import torchvision` in yolox/utils/boxes.py: official code needs only its NMS,
-    and only to evaluate, which this benchmark never does."""
+    """Stand-in for `import torchvision` in yolox/utils/boxes.py, which needs only its NMS: class-aware
+    `ops.batched_nms` is our exact greedy NMS (the same kept boxes, in the same score order)."""
+    from yolox_ray.evaluation import batched_nms
+
     def unavailable(*_args, **_kwargs):
-        raise RuntimeError("torchvision is not installed (its PyPI wheels need a CUDA torch); official "
-                           "postprocess/NMS is not available in this benchmark")
+        raise RuntimeError("torchvision is not installed (its PyPI wheels need a CUDA torch); only the "
+                           "class-aware batched_nms stand-in is available in this benchmark")
     module = types.ModuleType("torchvision")
-    module.ops = types.SimpleNamespace(nms=unavailable, batched_nms=unavailable)
-    module.__version__ = "stand-in (no NMS)"
+    module.ops = types.SimpleNamespace(nms=unavailable, batched_nms=batched_nms)
+    module.__version__ = "stand-in (batched_nms = yolox_ray's exact NMS)"
     return module
 
 
@@ -96,7 +113,7 @@ def import_official() -> tuple[types.ModuleType, str]:
         tv = f"torchvision {torchvision.__version__}"
     except ImportError:
         sys.modules["torchvision"] = _nms_less_torchvision()
-        tv = "torchvision stand-in (no NMS; not installed)"
+        tv = "torchvision stand-in (not installed; NMS = yolox_ray.evaluation.batched_nms)"
     except (RuntimeError, OSError) as exc:
         sys.exit(f"official_compare: torchvision is installed but does not import ({exc}); "
                  f"scripts/install_official_yolox.sh removes it from the venv")
@@ -409,6 +426,96 @@ def bench_epoch(args, root: Path, tmp: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
+# (d) evaluation
+
+def _zero_score_biases(model: torch.nn.Module) -> None:
+    """obj and cls biases to 0 (score 0.25 everywhere): every prediction passes the score threshold."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith(".bias") and any(key in name for key in ("obj_preds", "cls_preds")):
+                param.zero_()
+
+
+def official_eval(exp, model, batch: int) -> float:
+    """One COCO evaluation with the official parts; seconds from the first batch to COCOeval's stats."""
+    from yolox.utils import postprocess
+
+    loader = exp.get_eval_loader(batch_size=batch, is_distributed=False)
+    evaluator = exp.get_evaluator(batch_size=batch, is_distributed=False)
+    evaluator.dataloader = loader
+    model.eval()
+    start = time.perf_counter()
+    data_list = []
+    with torch.no_grad():
+        for imgs, _, info_imgs, ids in loader:
+            outputs = postprocess(model(imgs.float()), exp.num_classes, exp.test_conf, exp.nmsthre)
+            data_list.extend(evaluator.convert_to_coco_format(outputs, info_imgs, ids))
+    evaluator.evaluate_prediction(data_list, torch.tensor([0.0, 0.0, float(max(len(loader) - 1, 1))]))
+    return time.perf_counter() - start
+
+
+def bench_eval(args, root: Path) -> None:
+    from yolox_ray.data import COCODataset
+    from yolox_ray.data.classes import dataset_num_classes
+    from yolox_ray.data.synthetic import VAL_ANN, VAL_IMAGES
+    from yolox_ray.engine import Trainer
+    from yolox_ray.evaluation import evaluate
+    from yolox_ray.models import build_model, load_official_weights
+
+    num_classes = dataset_num_classes(str(root))
+    side, batch = args.epoch_side, 8
+    exp = official_exp(args.epoch_model, num_classes)
+    point_exp_at(exp, root, side, epochs=1)
+    cfg = apply_overrides(experiment_preset(args.epoch_model), {
+        "model.num_classes": num_classes, "data.root": str(root), "data.test_size": (side, side),
+        "data.input_size": (side, side), "data.workers": 0, "eval.batch_size": batch})
+    exp.test_conf, exp.nmsthre = cfg.eval.conf_thresh, cfg.eval.nms_thresh
+    official = exp.get_model()
+    _zero_score_biases(official)
+    ours = build_model(args.epoch_model, num_classes)
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(official.state_dict(), Path(tmp) / "official.pth")
+        load_official_weights(ours, Path(tmp) / "official.pth")
+    dataset = COCODataset(root / VAL_ANN, root / VAL_IMAGES)
+    print(f"\n[eval] {args.epoch_model} {side}px, {len(dataset)} val images, batch {batch}, conf "
+          f"{cfg.eval.conf_thresh}, NMS {cfg.eval.nms_thresh}, head obj/cls biases zeroed (every prediction "
+          f"passes the threshold), data in-process, torch threads {torch.get_num_threads()}; {args.eval_rounds} "
+          f"rounds (A,B alternating, medians) after one warm-up each", flush=True)
+    official_eval(exp, official, batch)  # warm-up of each
+    evaluate(ours, dataset, cfg, "cpu")
+    times: dict[str, list[float]] = {"official": [], "ours": []}
+    for _ in range(args.eval_rounds):
+        times["official"].append(official_eval(exp, official, batch))
+        start = time.perf_counter()
+        evaluate(ours, dataset, cfg, "cpu")
+        times["ours"].append(time.perf_counter() - start)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(table_header())
+    print(ratio_line("COCO evaluation, median", med["official"], med["ours"], "s", False))
+    for name, values in times.items():
+        print(f"    {name}: {', '.join(f'{t:.2f}' for t in values)} s")
+
+    # What an evaluation epoch of our engine adds to a training epoch (EMA model, evaluate, best AP).
+    engine_cfg = apply_overrides(cfg, {"train.epochs": 2, "train.max_iters": 2, "train.eval_interval": 1,
+                                       "train.warmup_epochs": 0, "train.no_aug_epochs": 0, "train.batch_size": 8,
+                                       "train.print_interval": 10 ** 6, "train.seed": 0, **aug_overrides(exp)})
+    added: list[float] = []
+
+    class Collect:
+        def on_epoch_end(self, trainer, epoch, metrics, checkpoint):
+            added.append(float(metrics["epoch_seconds"]) - float(metrics["train_seconds_epoch"]))
+
+    trainer = Trainer(engine_cfg, callbacks=[Collect()], cpus=args.threads)
+    _zero_score_biases(trainer.model)
+    if trainer.ema is not None:
+        _zero_score_biases(trainer.ema.module)
+    trainer.fit()
+    print(ratio_line("engine: an eval epoch adds (2nd)", med["official"], added[-1], "s", False))
+    print(f"    engine eval-epoch additions: {', '.join(f'{t:.2f}' for t in added)} s (epoch 1 includes loading the "
+          f"val set)")
+
+
+# ------------------------------------------------------------------------------------------------
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
@@ -430,6 +537,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=3, help="epoch: epochs per mode (the first is warm-up)")
     p.add_argument("--threads", type=int, default=2, help="torch threads in-process = --cpus-per-worker of the Ray run")
     p.add_argument("--skip-cli", action="store_true", help="epoch: leave out the `yolox-ray train` subprocess")
+    p.add_argument("--eval-images", type=int, default=200, help="eval: synthetic val images (640 px)")
+    p.add_argument("--eval-rounds", type=int, default=3, help="eval: timed evaluations per side")
     args = p.parse_args(argv)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     bad = [s for s in sections if s not in SECTIONS]
@@ -443,7 +552,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     for flag in ("side", "data_side", "epoch_side"):
         if getattr(args, flag) < 64 or getattr(args, flag) % 32:
             p.error(f"--{flag.replace('_', '-')}: must be a multiple of 32 and >= 64, got {getattr(args, flag)}")
-    for flag in ("batch", "reps", "batch_data", "data_batches", "rounds", "images", "epoch_batch", "threads"):
+    for flag in ("batch", "reps", "batch_data", "data_batches", "rounds", "images", "epoch_batch", "threads",
+                 "eval_images", "eval_rounds"):
         if getattr(args, flag) < 1:
             p.error(f"--{flag.replace('_', '-')}: must be >= 1, got {getattr(args, flag)}")
     if args.epochs < 2:
@@ -467,15 +577,18 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     if "step" in args.sections:
         bench_step(args)
-    if {"data", "epoch"} & set(args.sections):
+    if {"data", "epoch", "eval"} & set(args.sections):
         from yolox_ray.data import generate_synthetic
 
         with tempfile.TemporaryDirectory(prefix="ocmp_") as tmp:
-            root = generate_synthetic(Path(tmp) / "ds", args.images, 4, 640, seed=0)
+            val = args.eval_images if "eval" in args.sections else 4
+            root = generate_synthetic(Path(tmp) / "ds", args.images, val, 640, seed=0)
             if "data" in args.sections:
                 bench_data(args, root)
             if "epoch" in args.sections:
                 bench_epoch(args, root, Path(tmp))
+            if "eval" in args.sections:
+                bench_eval(args, root)
     print(f"\nload average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
           f"(a measurement needs a quiet machine)")
     return 0

@@ -12,8 +12,9 @@
 # - torchvision: official yolox imports it only for NMS (yolox/utils/boxes.py, evaluation). PyPI's
 #   torchvision wheels are CUDA builds (_C.so links libc10_cuda.so) and fail to import next to a
 #   CPU torch ("operator torchvision::nms does not exist"), so it is not installed (and removed from
-#   the venv if an earlier attempt put it there). The benchmark never evaluates the official model;
-#   it registers an NMS-less stand-in module when torchvision does not import (see its docstring).
+#   the venv if an earlier attempt put it there). When torchvision does not import, the benchmark
+#   registers a stand-in module whose ops.batched_nms is yolox_ray's exact NMS, so its eval section
+#   runs the official evaluation with that NMS (see its docstring).
 # - tensorboard: only yolox.core.trainer imports it, and that Trainer cannot run on a CPU anyway.
 # The C++ op yolox.layers.fast_cocoeval is compiled at install time by torch.utils.cpp_extension
 # (needs g++; `wheel` in the venv because --no-build-isolation builds with the venv's setuptools).
@@ -73,7 +74,7 @@ elif [ -n "$tv_site" ]; then
     "$py" -m pip uninstall -y -q torchvision
     echo "torchvision: removed from the venv (its wheel does not load with torch $torch_before)"
 else
-    echo "torchvision: not installed (PyPI's wheels need a CUDA torch); the benchmark uses an NMS-less stand-in"
+    echo "torchvision: not installed (PyPI's wheels need a CUDA torch); the benchmark registers a stand-in whose batched_nms is yolox_ray's exact NMS"
 fi
 
 torch_after="$("$py" -c 'import torch; print(torch.__version__)')"
