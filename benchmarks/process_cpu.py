@@ -1,6 +1,6 @@
 """Who uses the CPU while a command runs: CPU seconds per process (grouped by role), from /proc.
 
-    python benchmarks/process_cpu.py [--interval 1] [--top 15] -- COMMAND [ARGS...]
+    python benchmarks/process_cpu.py [--interval 1] [--top 15] [--timeline 10] -- COMMAND [ARGS...]
 
 Runs COMMAND and samples every process on the machine each `--interval` seconds (utime + stime
 from /proc/PID/stat, so short-lived processes are counted from their first sample on). At the end
@@ -8,7 +8,9 @@ it prints, per role (the Train worker, Ray's raylet / GCS / dashboard / agents, 
 the driver, everything else), the CPU seconds used while the command ran and their share of the
 machine's capacity (cores x wall time), then the busiest single processes. On a 2-core machine
 where the training worker wants both cores, every CPU second another process takes is a second
-the step waits for (benchmarks/train_speed.py); this says whose seconds they are. Linux only.
+the step waits for (benchmarks/train_speed.py); this says whose seconds they are. `--timeline S`
+also prints each role's CPU per S-second window, which separates start-up (imports, actor creation)
+from the steady load during training. Linux only.
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--interval", type=float, default=1.0, help="seconds between samples")
     p.add_argument("--top", type=int, default=15, help="busiest single processes to list")
+    p.add_argument("--timeline", type=float, default=0.0, help="also print CPU per role per this many seconds")
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command to run, after --")
     args = p.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -95,11 +98,16 @@ def main(argv: list[str] | None = None) -> int:
     proc = subprocess.Popen(command)
     last: dict[int, tuple[float, str]] = {}
     seen_cmd: dict[int, str] = {}
+    windows: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     while proc.poll() is None:
+        window = int((time.perf_counter() - start) // args.timeline) if args.timeline > 0 else 0
         for pid, (cpu, cmd) in sample().items():
+            before = last.get(pid, first.get(pid, (0.0, "")))[0] if (pid in last or pid in first) else 0.0
             last[pid] = (cpu, cmd)
             if cmd:
                 seen_cmd[pid] = cmd
+            if cpu > before:
+                windows[window][role(seen_cmd.get(pid, cmd), proc.pid, pid)] += cpu - before
         time.sleep(args.interval)
     wall = time.perf_counter() - start
     per_role: dict[str, float] = defaultdict(float)
@@ -123,6 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     print(f"  the command itself with the descendants it waited for (getrusage, exact): "
           f"{usage.ru_utime + usage.ru_stime:.1f} CPU s")
+    if args.timeline > 0:
+        names = [name for name, _ in sorted(per_role.items(), key=lambda kv: -kv[1])][:8]
+        print(f"  CPU s per {args.timeline:g}-s window (columns: the 8 busiest roles)")
+        print("  " + f"{'from s':>7}" + "".join(f"{name[:13]:>14}" for name in names))
+        for window in sorted(windows):
+            print("  " + f"{window * args.timeline:>7.0f}" + "".join(f"{windows[window].get(n, 0.0):>14.1f}" for n in names))
     print("  busiest processes:")
     for used, pid, name, cmd in sorted(per_process, reverse=True)[: args.top]:
         print(f"  {used:>8.1f} s  pid {pid:<7} {name:<28} {cmd[:90]}")
