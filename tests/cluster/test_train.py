@@ -194,3 +194,15 @@ def test_run_training_prints_progress_and_a_rerun_resumes(ray_cluster, cache_dir
     second = run_training(longer, storage=str(tmp_path), name="rerun", track=False, out=io.StringIO())
     assert [m["epoch"] for m in second["history"]] == [3]
     assert load_checkpoint(second["checkpoint"])["iteration"] == 6
+
+
+def test_epoch_line_shows_the_workers_epoch_seconds_not_the_drivers_poll_clock():
+    import time
+
+    from yolox_ray.cluster.train import format_epoch_line
+
+    long_ago = time.perf_counter() - 40.0  # the driver's clock: 40 s since the previous report
+    line = format_epoch_line({"epoch": 3, "loss": 1.0, "epoch_seconds": 17.94}, 8, long_ago)
+    assert " 17.9 s" in line and "40." not in line
+    # without the worker's figure (an older checkpoint's metrics) the driver's clock is the fallback
+    assert " 40." in format_epoch_line({"epoch": 3, "loss": 1.0}, 8, long_ago)

@@ -469,9 +469,15 @@ def _progress_callback(queue):
 
 
 def format_epoch_line(m: Mapping[str, Any], epochs: int, epoch_start: float) -> str:
+    """One progress line. Its seconds are the worker's own epoch time when reported: the driver
+    receives a report only when Ray Train's controller polls (every 2 s), so its clock would show
+    the poll period, not the epoch (18.1 s printed for an epoch of 17.9 s)."""
+    seconds = m.get("epoch_seconds")
+    if not isinstance(seconds, (int, float)):
+        seconds = time.perf_counter() - epoch_start
     line = f"epoch {int(m.get('epoch', 0)):>3}/{epochs}  {LOSS} {m.get(LOSS, float('nan')):7.3f}  " \
            f"lr {m.get('lr', 0.0):.2e}  {AP} {m.get(AP, 0.0):.3f}  {AP50} {m.get(AP50, 0.0):.3f}  " \
-           f"{time.perf_counter() - epoch_start:6.1f} s"
+           f"{seconds:6.1f} s"
     return line + diagnostics_text(m) + ("  [eval]" if m.get("evaluated") else "")
 
 
