@@ -280,7 +280,13 @@ class TrainConfig:
     eval_interval: int = 10
     multiscale_interval: int = 10
     multiscale: bool = True
+    # Mixed precision, off by default: on CUDA float16 autocast with a loss scaler (the official
+    # `--fp16`); on CPU bfloat16 autocast (no scaler needed), fast only where the CPU has bf16 units
+    # (AVX-512 BF16 / AMX). The loss and SimOTA always run in float32.
     amp: bool = False
+    # Model weights and batches in NHWC memory: the same arithmetic up to float32 rounding, and faster
+    # convolutions (oneDNN, cuDNN); benchmarks/step_speed.py measures both formats.
+    channels_last: bool = True
     grad_clip: float | None = None
     seed: int = 0
     deterministic: bool = False

@@ -220,3 +220,55 @@ def test_latency_is_a_median_of_timed_forwards_on_the_models_device():
     assert model.training and torch.equal(torch.get_rng_state(), rng)
     with pytest.raises(ValueError, match="multiples of 32"):
         measure_latency_ms(model, 100)
+
+
+class InputsSeen:
+    """Forward hook on the model: the memory format of each batch and the dtype of each raw output."""
+
+    def __init__(self, model):
+        self.channels_last: list[bool] = []
+        self.out_dtypes: list[torch.dtype] = []
+        model.register_forward_hook(self._hook)
+
+    def _hook(self, module, args, output):
+        if module.training:
+            self.channels_last.append(args[0].is_contiguous(memory_format=torch.channels_last))
+            self.out_dtypes.append(output.dtype)
+
+
+def _one_step(cache_dir, **overrides):
+    """One optimizer step; returns the trainer, what its forward hook saw, the step's loss and each
+    float tensor's change over the step (weights and BN running statistics)."""
+    cfg = tiny_cfg(cache_dir, **{"train.epochs": 1, "train.no_aug_epochs": 0, "train.warmup_epochs": 0,
+                                 "train.max_iters": 1, "train.ema": False, "train.eval_interval": 10, **overrides})
+    rec = Record()
+    trainer = Trainer(cfg, callbacks=[rec])
+    seen = InputsSeen(trainer.model)
+    before = {k: v.detach().clone() for k, v in trainer.model.state_dict().items() if v.is_floating_point()}
+    trainer.fit()
+    after = trainer.model.state_dict()
+    return trainer, seen, rec.iters[0][1]["loss"], {k: after[k] - v for k, v in before.items()}
+
+
+def test_channels_last_takes_the_same_step_to_float32_rounding(cache_dir):
+    """NHWC convolutions sum in another order (about 1e-6 relative per convolution, as NCHW's 3e-7);
+    the loss agrees closely, and the step's updates agree up to what that does to gradients that are
+    sums with cancellation (BN weights): measured median 3e-3, largest 3e-2 of each tensor's update."""
+    nhwc, seen, loss, update = _one_step(cache_dir, **{"train.channels_last": True})
+    _, seen_default, loss_default, update_default = _one_step(cache_dir, **{"train.channels_last": False})
+    convs = [p for p in nhwc.model.parameters() if p.dim() == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+                         for p in convs if p.shape[1] > 1 and p.shape[-1] > 1)  # else both layouts coincide
+    assert seen.channels_last == [True] and seen_default.channels_last == [False]
+    assert loss == pytest.approx(loss_default, rel=1e-4)
+    rel = sorted(float((update[k] - b).abs().max() / b.abs().max().clamp_min(1e-20)) for k, b in update_default.items())
+    assert rel[len(rel) // 2] < 1e-2 and rel[-1] < 0.1
+
+
+def test_amp_on_cpu_autocasts_the_model_to_bfloat16_without_a_loss_scaler(cache_dir):
+    amp, seen, loss, _ = _one_step(cache_dir, **{"train.amp": True})
+    _, seen_fp32, loss_fp32, _ = _one_step(cache_dir)
+    assert seen.out_dtypes == [torch.bfloat16] and seen_fp32.out_dtypes == [torch.float32]
+    assert not amp.scaler.is_enabled()
+    assert all(p.dtype == torch.float32 for p in amp.model.parameters())  # master weights stay float32
+    assert loss == pytest.approx(loss_fp32, rel=0.05)  # bf16 rounding of the same model and batch

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import random
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
@@ -104,7 +105,13 @@ class Trainer:
             raise RuntimeError("world_size > 1 needs an initialised torch.distributed process group")
         self.device = torch.device(device) if device is not None else torch.device(
             "cuda" if torch.cuda.is_available() else "cpu")
-        self.amp = cfg.train.amp and self.device.type == "cuda"
+        self.amp = cfg.train.amp
+        # float16 needs the loss scaler on CUDA; on CPU autocast runs in bfloat16, which keeps
+        # float32's exponent range and needs no scaler.
+        self.amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        if self.amp and self.device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            warnings.warn("train.amp: this CPU has no bfloat16 units (AVX-512 BF16 / AMX), so bfloat16 "
+                          "autocast will be slower than float32 here", stacklevel=2)
         self.cpu_plan = plan_cpus(cpus, cfg.data.workers, self.device.type == "cuda") if cpus is not None else None
         if self.cpu_plan is not None:
             torch.set_num_threads(self.cpu_plan.threads)
@@ -162,9 +169,11 @@ class Trainer:
         if cfg.model.backbone_weights:
             load_backbone_weights(self.model, cfg.model.backbone_weights)
         self.model = self.model.to(self.device)
+        if cfg.train.channels_last:  # before the optimizer and EMA see the parameters
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.loss_fn = YOLOXLoss(cfg.loss, cfg.assign, cfg.model.num_classes)
         self.optimizer = build_optimizer(self.model, cfg.train)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp and self.amp_dtype == torch.float16)
         self.ema = ModelEMA(self.model, cfg.train.ema_decay, cfg.train.ema_ramp) if (
             cfg.train.ema and self.rank == 0) else None
 
@@ -317,7 +326,9 @@ class Trainer:
         if tuple(images.shape[-2:]) != hw:
             images, labels = resize_batch(images, labels, hw)
         self._last_hw = hw
-        autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
+        if self.cfg.train.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp else nullcontext()
         with autocast:
             raw = self.train_model(images)
             grid = self.model.anchor_grid(hw, self.device)
