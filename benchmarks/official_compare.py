@@ -65,6 +65,7 @@ machine belongs in the README.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import random
 import statistics
@@ -204,8 +205,16 @@ def bench_step(args) -> None:
         out["total_loss"].backward()
         return out
 
-    def ours_step():
-        our_step(ours, loss_fn, images, labels, hw, False)
+    nhwc = copy.deepcopy(ours).to(memory_format=torch.channels_last)
+    variants = {  # name -> one step; ours as the engine runs it (train.channels_last, the default) first
+        "official": official_step,
+        "ours, channels_last (default)": lambda: our_step(nhwc, loss_fn, images, labels, hw, True),
+        "ours, train.channels_last=false": lambda: our_step(ours, loss_fn, images, labels, hw, False),
+    }
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        variants["ours, train.amp=true (bf16)"] = lambda: our_step(nhwc, loss_fn, images, labels, hw, True, True)
+    else:
+        print("  (no train.amp=true row: this CPU has no bfloat16 units, where bf16 autocast is slower)")
 
     first = {k: float(torch.as_tensor(v).detach()) for k, v in official_step().items()}  # warm-up of each; the loss agreement below
     ours.zero_grad(set_to_none=True)
@@ -215,16 +224,22 @@ def bench_step(args) -> None:
     print(f"  agreement, first-step loss: official {first['total_loss']:.5f} (iou {first['iou_loss']:.4f} "
           f"obj {first['conf_loss']:.4f} cls {first['cls_loss']:.4f}), ours {mine['total']:.5f} "
           f"(iou {mine['iou']:.4f} obj {mine['obj']:.4f} cls {mine['cls']:.4f})")
+    for name, fn in variants.items():
+        if name != "official":
+            fn()  # warm-up (oneDNN picks and caches its kernels per format and dtype)
 
-    times: dict[str, list[float]] = {"official": [], "ours": []}
+    times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.reps):
-        for name, fn in (("official", official_step), ("ours", ours_step)):
+        for name, fn in variants.items():
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
     med = {k: statistics.median(v) for k, v in times.items()}
     print(table_header())
-    print(ratio_line("train step, median", med["official"], med["ours"], "s/step", False))
+    for name in variants:
+        if name != "official":
+            print(ratio_line(name, med["official"], med[name], "s/step", False))
+    print("  (official: float32, NCHW; its fp16 switch is CUDA-only)")
     for name, values in times.items():
         print(f"    {name}: {', '.join(f'{t:.3f}' for t in values)} s")
 
@@ -409,8 +424,15 @@ def bench_epoch(args, root: Path, tmp: Path) -> None:
     rows.append(("official loop (official parts)", seconds, iters))
     print(f"  official loop done: {', '.join(f'{s:.1f}' for s in seconds)} s", flush=True)
     seconds, iters = bare_epochs(cfg, args.threads)
-    rows.append(("yolox_ray bare engine", seconds, iters))
+    rows.append(("yolox_ray bare engine (defaults)", seconds, iters))
     print(f"  bare engine done: {', '.join(f'{s:.1f}' for s in seconds)} s", flush=True)
+    variants = {"bare engine, channels_last=false": {"train.channels_last": False}}
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():  # bf16 autocast is slower than float32 without bf16 units
+        variants["bare engine, train.amp=true (bf16)"] = {"train.amp": True}
+    for name, overrides in variants.items():
+        seconds, iters = bare_epochs(apply_overrides(cfg, overrides), args.threads)
+        rows.append((name, seconds, iters))
+        print(f"  {name} done: {', '.join(f'{s:.1f}' for s in seconds)} s", flush=True)
     wall = None
     if not args.skip_cli:
         seconds, iters, wall = cli_epochs(cfg, root, tmp, args.threads)
