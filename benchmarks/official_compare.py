@@ -85,6 +85,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from step_speed import make_labels, step as our_step  # noqa: E402  (benchmarks/ is sys.path[0])
+from yolox_ray.engine.resources import cpu_has_bf16  # noqa: E402
 from yolox_ray.config import (ExperimentConfig, LossConfig, MODEL_PRESETS,  # noqa: E402
                               apply_overrides, dump_yaml, experiment_preset)
 
@@ -211,7 +212,7 @@ def bench_step(args) -> None:
         "ours, channels_last (default)": lambda: our_step(nhwc, loss_fn, images, labels, hw, True),
         "ours, train.channels_last=false": lambda: our_step(ours, loss_fn, images, labels, hw, False),
     }
-    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if cpu_has_bf16():
         variants["ours, train.amp=true (bf16)"] = lambda: our_step(nhwc, loss_fn, images, labels, hw, True, True)
     else:
         print("  (no train.amp=true row: this CPU has no bfloat16 units, where bf16 autocast is slower)")
@@ -427,7 +428,7 @@ def bench_epoch(args, root: Path, tmp: Path) -> None:
     rows.append(("yolox_ray bare engine (defaults)", seconds, iters))
     print(f"  bare engine done: {', '.join(f'{s:.1f}' for s in seconds)} s", flush=True)
     variants = {"bare engine, channels_last=false": {"train.channels_last": False}}
-    if torch.ops.mkldnn._is_mkldnn_bf16_supported():  # bf16 autocast is slower than float32 without bf16 units
+    if cpu_has_bf16():
         variants["bare engine, train.amp=true (bf16)"] = {"train.amp": True}
     for name, overrides in variants.items():
         seconds, iters = bare_epochs(apply_overrides(cfg, overrides), args.threads)

@@ -58,3 +58,11 @@ def apply_cv2_threads(plan: CpuPlan) -> None:
 
     if plan.data_workers == 0:
         cv2.setNumThreads(plan.threads)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bfloat16 units (AVX-512 BF16 / AMX): without them bf16 autocast is slower
+    than float32, so `train.amp` on such a CPU warns and the benchmarks skip their bf16 rows."""
+    import torch
+
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())

@@ -32,7 +32,7 @@ from yolox_ray.data.schedule import phase, should_evaluate
 from yolox_ray.engine.checkpoint import FORMAT, get_rng_state, load_checkpoint, set_rng_state
 from yolox_ray.engine.ema import ModelEMA
 from yolox_ray.engine.optim import LRSchedule, build_optimizer, set_lr
-from yolox_ray.engine.resources import apply_cv2_threads, plan_cpus
+from yolox_ray.engine.resources import apply_cv2_threads, cpu_has_bf16, plan_cpus
 from yolox_ray.losses import DIAGNOSTIC_SUMS, diagnostics_means
 from yolox_ray.metrics import AP, AP50, AP50_LOW_CONF, AP_LOW_CONF, BEST_AP, COCO_STAT_KEYS, LOSS, TRAIN_SECONDS
 
@@ -109,7 +109,7 @@ class Trainer:
         # float16 needs the loss scaler on CUDA; on CPU autocast runs in bfloat16, which keeps
         # float32's exponent range and needs no scaler.
         self.amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
-        if self.amp and self.device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        if self.amp and self.device.type == "cpu" and not cpu_has_bf16():
             warnings.warn("train.amp: this CPU has no bfloat16 units (AVX-512 BF16 / AMX), so bfloat16 "
                           "autocast will be slower than float32 here", stacklevel=2)
         self.cpu_plan = plan_cpus(cpus, cfg.data.workers, self.device.type == "cuda") if cpus is not None else None
