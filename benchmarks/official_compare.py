@@ -372,8 +372,9 @@ def bare_epochs(cfg: ExperimentConfig, cpus: int) -> tuple[list[float], int]:
     return seconds, trainer.iters_per_epoch
 
 
-def cli_epochs(cfg: ExperimentConfig, root: Path, tmp: Path, cpus: int) -> tuple[list[float], int, float]:
-    """`yolox-ray train` in a subprocess (its own Ray cluster under `tmp`); times from its MLflow run."""
+def cli_epochs(cfg: ExperimentConfig, root: Path, tmp: Path, cpus: int,
+               flags: tuple[str, ...] = ()) -> tuple[list[float], int, float]:
+    """`yolox-ray train [flags]` in a subprocess (its own Ray cluster under `tmp`); times from its MLflow run."""
     from mlflow.tracking import MlflowClient
 
     from yolox_ray.cluster.tracking import TRAIN_EXPERIMENT, start_server, stop_server
@@ -387,7 +388,7 @@ def cli_epochs(cfg: ExperimentConfig, root: Path, tmp: Path, cpus: int) -> tuple
         env = dict(os.environ, PYTHONPATH=path, RAY_TMPDIR=str(tmp))  # its own cluster, never another one here
         cmd = [sys.executable, "-m", "yolox_ray.cli", "train", "--workers", "1", "--cpus-per-worker", str(cpus),
                "--model", cfg.name, "--data", str(root), "--config", str(config), "--storage", str(tmp / "ray_results"),
-               "--name", name, "--tracking-uri", server.uri, "--max-failures", "0"]
+               "--name", name, "--tracking-uri", server.uri, "--max-failures", "0", *flags]
         print(f"  $ {' '.join(cmd[1:])}", flush=True)
         start = time.perf_counter()
         proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)
@@ -438,6 +439,8 @@ def bench_epoch(args, root: Path, tmp: Path) -> None:
     if not args.skip_cli:
         seconds, iters, wall = cli_epochs(cfg, root, tmp, args.threads)
         rows.append(("yolox-ray train (Ray, 1 worker)", seconds, iters))
+        seconds, iters, _ = cli_epochs(cfg, root, tmp, args.threads, ("--ray-dashboard",))
+        rows.append(("yolox-ray train --ray-dashboard", seconds, iters))
     base = statistics.median(rows[0][1][1:])
     print(f"  {'':<34}{'iters/ep':>9}{'epoch s':>10}{'iters/s':>9}{'vs official':>13}   per-epoch s")
     for name, seconds, iters in rows:

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from yolox_ray.config import apply_overrides, experiment_preset  # noqa: E402
 
 CACHE = "/tmp/yolox_ray_overhead_cache"
-MODES = ("main", "thread", "ray_task", "ray_thread")
+MODES = ("main", "thread", "beside_ray", "beside_ray_nodash", "ray_task", "ray_task_nodash", "ray_thread")
 
 
 def config():
@@ -78,10 +78,11 @@ def main() -> None:
         sys.exit(f"usage: ray_overhead.py {{{'|'.join(MODES)}}}")
     mode = sys.argv[1]
     body = train_in_thread if mode.endswith("thread") else train
-    if mode.startswith("ray"):
+    if "ray" in mode:
         import ray
 
-        ray.init(num_cpus=2, log_to_driver=False)
+        ray.init(num_cpus=2, log_to_driver=False, include_dashboard=not mode.endswith("nodash"))
+    if mode.startswith("ray"):
         seconds, threads = ray.get(ray.remote(num_cpus=2)(body).remote())
     else:
         seconds, threads = body()

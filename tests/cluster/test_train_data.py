@@ -247,3 +247,35 @@ def test_corrupt_image_is_skipped_and_counted_in_mlflow(ray_cluster, tmp_path, t
     listed = client.download_artifacts(run.info.run_id, "data_checks/train_unreadable.tsv", str(tmp_path / "dl"))
     rows = Path(listed).read_text().splitlines()
     assert rows[0] == "file_name\treason" and rows[1].startswith(f"{victim.name}\ttruncated JPEG")
+
+
+@pytest.mark.parametrize("flags, dashboard", [([], False), (["--ray-dashboard"], True)])
+def test_train_starts_its_local_cluster_without_ray_dashboard_unless_asked(monkeypatch, dataset, flags, dashboard):
+    """Issue 13: the dashboard's idle head processes slow a 2-CPU epoch; a single run needs no State API."""
+    from yolox_ray.cluster import ray_setup
+
+    seen = {}
+
+    def record(*args, **kwargs):
+        seen.update(kwargs)
+        raise RayStarted()
+
+    monkeypatch.setattr(ray_setup, "init_ray", record)
+    with pytest.raises(RayStarted):
+        main(["train", "--data", str(dataset), *flags, *ARGS])
+    assert seen["dashboard"] is dashboard
+
+
+@pytest.mark.parametrize("dashboard", [False, True])
+def test_init_ray_hands_the_dashboard_choice_to_ray(monkeypatch, dashboard):
+    import ray
+
+    from yolox_ray.cluster import ray_setup
+
+    seen = {}
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: seen.update(kwargs))
+    ray_setup.init_ray(num_cpus=2, dashboard=dashboard)
+    assert seen["include_dashboard"] is dashboard
+    assert seen["num_cpus"] == 2
+    assert ("dashboard_host" in seen) is dashboard  # only a dashboard that runs gets a loopback port

@@ -2,8 +2,11 @@
 
 Local by default; `address="auto"`, `"HOST:PORT"` or `"ray://…"` joins an existing cluster. The local cluster
 gets a `trial_slot` custom resource so that a Tune trial (the Train driver) does not take a CPU
-away from its own Train workers on a small machine (ray_stack.md §3b), and keeps the dashboard on
-because Ray Train V2 needs the State API to free the placement groups of trials Tune stops (§3b).
+away from its own Train workers on a small machine (ray_stack.md §3b). Studies keep the dashboard
+on because Ray Train V2 needs the State API to free the placement groups of trials Tune stops (§3b).
+`yolox-ray train` needs no State API and starts its local cluster without the dashboard's head
+modules unless asked (`--ray-dashboard`): on a 2-core machine those idle processes wake often enough
+to stall the two intra-op threads every step waits on, about 4 % of an epoch (benchmarks/ray_overhead.py).
 
 Authentication: only the local cluster we start ourselves (one machine, loopback) defaults to
 ``RAY_AUTH_MODE=disabled``. Joining an existing cluster keeps the user's auth settings
@@ -52,11 +55,14 @@ def init_ray(
     trial_slots: int = 1,
     temp_dir: str | None = None,
     dashboard_port: int | None = None,
+    dashboard: bool = True,
     quiet: bool = True,
 ) -> None:
     """Start a local Ray cluster (address None) or connect to `address`; no-op if already connected.
 
     trial_slots: how many Tune trials (Train drivers) may run at once on the local cluster.
+    dashboard: start the local cluster's dashboard (and with it the State API); a joined cluster
+    keeps whatever its head runs.
     """
     set_ray_env_defaults()
     import ray
@@ -72,13 +78,13 @@ def init_ray(
         return
     for key, value in _LOCAL_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    if dashboard:
+        kwargs.update(dashboard_host="127.0.0.1", dashboard_port=dashboard_port or free_port())
     ray.init(
         num_cpus=num_cpus,
         num_gpus=num_gpus,
         resources={TRIAL_SLOT: trial_slots},
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        dashboard_port=dashboard_port or free_port(),
+        include_dashboard=dashboard,
         _temp_dir=temp_dir,
         **kwargs,
     )
