@@ -1,11 +1,13 @@
 """Where `yolox-ray train`'s epoch overhead over the bare engine comes from: the same bare engine
 (`yolox_ray.engine.Trainer`, cpus=2 as a Ray worker gets them) run in one of four places.
 
-    python benchmarks/ray_overhead.py MODE      # MODE: main | thread | ray_task | ray_thread
+    python benchmarks/ray_overhead.py MODE      # MODE: one of MODES below
 
 main: this process's main thread (the bare engine); thread: a non-main thread, as Ray Train runs the
-training loop; ray_task: a plain Ray task on a local 2-CPU cluster (no Train, no MLflow); ray_thread:
-a Ray task that runs it in a thread. Config: YOLOX-Nano, 320 synthetic 320-px images, batch 16, 20
+training loop; beside_ray / beside_ray_nodash: the main thread of a process that has started a local
+2-CPU cluster with / without its dashboard (what Ray's idle daemons alone cost); ray_task /
+ray_task_nodash: a plain Ray task on such a cluster (no Train, no MLflow); ray_thread: a Ray task that
+runs it in a thread. Config: YOLOX-Nano, 320 synthetic 320-px images, batch 16, 20
 iterations an epoch, 5 epochs, no evaluation, data in-process. Prints the median
 `train_seconds_epoch` of epochs 2-5 and the CPU seconds of the busiest threads of the process that
 trained (from /proc), so that running slower (more CPU for the same work) and waiting (less CPU)
