@@ -1,5 +1,5 @@
 """Where `yolox-ray train`'s epoch overhead over the bare engine comes from: the same bare engine
-(`yolox_ray.engine.Trainer`, cpus=2 as a Ray worker gets them) run in one of four places.
+(`yolox_ray.engine.Trainer`, cpus=2 as a Ray worker gets them) run in or beside Ray in several ways.
 
     python benchmarks/ray_overhead.py MODE      # MODE: one of MODES below
 

@@ -511,8 +511,8 @@ def run_training(
 
     Rerunning with the same config (hence the same default name) resumes from the last checkpoint,
     and logs into the same MLflow run. track: log to MLflow (`tracking_uri`, or a local server over
-    ./mlruns when None). ray_dashboard: start a local cluster with Ray's dashboard (off: it costs a
-    2-CPU run about 4 % of its speed and a single run needs no State API, ray_setup.py).
+    ./mlruns when None). ray_dashboard: start a local cluster with Ray's dashboard (why it is off:
+    ray_setup.py).
     """
     validate_run(cfg, workers=workers, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker,
                  max_failures=max_failures)
